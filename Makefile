@@ -1,0 +1,46 @@
+# The two commands of the README: `make run` and `make test`. Each creates or
+# refreshes .venv first (torch from the local CPU wheel, then the project).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.installed
+export KEDRO_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup run test test-slow lint viz benchmarks clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch is pinned and installed first: an unpinned torch would pull a CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/kedro run
+
+# The whole suite, notebooks and kedro-viz included, one torch thread.
+test: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+viz: setup
+	$(BIN)/kedro viz run --no-browser
+
+benchmarks: setup
+	$(BIN)/python benchmarks/reward_training.py
+	$(BIN)/python benchmarks/startup.py
+
+clean:
+	rm -rf build .pytest_cache
+	find data -mindepth 2 ! -name .gitkeep -delete

@@ -1,0 +1,131 @@
+"""The data contracts of DESIGN.md §4, checked before any work starts.
+
+Pairs table (Parquet, one row per pair): ``pair_id``, ``split``,
+``is_conflicting`` and per objective ``reward_a_<k>``, ``reward_b_<k>``,
+``choice_<k>``. Features (safetensors): ``pair_id (N,)`` and
+``features (N, 2, D)``, rows aligned with ``pair_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from steerable_alignment.episodes.sampler import PreferenceData
+
+SPLITS = ("train", "validation", "test")
+
+
+class DataContractError(ValueError):
+    """An input table or file does not follow DESIGN.md §4."""
+
+
+def pair_columns(objectives: Sequence[str]) -> list[str]:
+    """Every column the pairs table must have for ``objectives``."""
+    columns = ["pair_id", "split", "is_conflicting"]
+    for k in objectives:
+        columns += [f"reward_a_{k}", f"reward_b_{k}", f"choice_{k}"]
+    return columns
+
+
+def check_pairs(pairs: pd.DataFrame, objectives: Sequence[str], name: str) -> None:
+    """Raise :class:`DataContractError` naming ``name`` and the column at fault."""
+    if not isinstance(pairs, pd.DataFrame):
+        raise DataContractError(f"Dataset '{name}': expected a DataFrame, got {type(pairs)}")
+    missing = [c for c in pair_columns(objectives) if c not in pairs.columns]
+    if missing:
+        raise DataContractError(
+            f"Dataset '{name}': missing column(s) {missing}; expected {pair_columns(objectives)}"
+        )
+    for k in objectives:
+        column = f"choice_{k}"
+        values = pairs[column]
+        bad = values.isna() | ~values.isin([0, 1])
+        if bool(bad.any()):
+            examples = values[bad].head(3).tolist()
+            raise DataContractError(
+                f"Dataset '{name}', column '{column}': choices must be 0 or 1; "
+                f"{int(bad.sum())} row(s) are not (e.g. {examples})"
+            )
+    bad_split = ~pairs["split"].isin(SPLITS)
+    if bool(bad_split.any()):
+        raise DataContractError(
+            f"Dataset '{name}', column 'split': values must be one of {list(SPLITS)}, "
+            f"found {sorted(set(pairs.loc[bad_split, 'split'].astype(str)))[:5]}"
+        )
+    if not pairs["pair_id"].is_unique:
+        raise DataContractError(f"Dataset '{name}', column 'pair_id': ids must be unique")
+
+
+def check_features(
+    features: Mapping[str, Any], pairs: pd.DataFrame, name: str, pairs_name: str
+) -> None:
+    """Check a features file against its pairs table (same rows, same ``pair_id`` order)."""
+    for key in ("pair_id", "features"):
+        if key not in features:
+            raise DataContractError(
+                f"Dataset '{name}': missing tensor '{key}'; expected 'pair_id' and 'features'"
+            )
+    tensor = features["features"]
+    if tensor.ndim != 3 or tensor.shape[1] != 2:
+        raise DataContractError(
+            f"Dataset '{name}': 'features' must have shape (N, 2, D), got {tuple(tensor.shape)}"
+        )
+    ids = features["pair_id"]
+    if ids.shape != (tensor.shape[0],):
+        raise DataContractError(
+            f"Dataset '{name}': 'pair_id' has shape {tuple(ids.shape)} but 'features' has "
+            f"{tensor.shape[0]} rows"
+        )
+    if len(ids) != len(pairs):
+        raise DataContractError(
+            f"Dataset '{name}' has {len(ids)} rows but the pairs table '{pairs_name}' has "
+            f"{len(pairs)}: they must describe the same pairs"
+        )
+    expected = pairs["pair_id"].to_numpy(dtype=np.int64)
+    got = ids.numpy().astype(np.int64)
+    mismatch = np.flatnonzero(expected != got)
+    if mismatch.size:
+        i = int(mismatch[0])
+        raise DataContractError(
+            f"Dataset '{name}': pair_id at row {i} is {int(got[i])} but the pairs table "
+            f"'{pairs_name}' has {int(expected[i])} there ({mismatch.size} rows differ); "
+            "rows must be aligned with the pairs table"
+        )
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """Preference data plus the row indices of each split.
+
+    Attributes:
+        data: all pairs as tensors.
+        splits: split name -> (P_split,) long row indices.
+    """
+
+    data: PreferenceData
+    splits: dict[str, torch.Tensor]
+
+
+def to_preference_data(
+    pairs: pd.DataFrame,
+    features: Mapping[str, Any],
+    objectives: Sequence[str],
+    pairs_name: str = "pairs",
+    features_name: str = "features",
+) -> SplitData:
+    """Validate a pairs table and its features, then convert them to tensors."""
+    check_pairs(pairs, objectives, pairs_name)
+    check_features(features, pairs, features_name, pairs_name)
+    choices = torch.from_numpy(
+        pairs[[f"choice_{k}" for k in objectives]].to_numpy(dtype=np.int64, copy=True)
+    )  # (P, K)
+    split_codes = pairs["split"].to_numpy()
+    splits = {s: torch.from_numpy(np.flatnonzero(split_codes == s)).long() for s in SPLITS}
+    data = PreferenceData(features["features"].float(), choices, tuple(objectives))
+    return SplitData(data, splits)

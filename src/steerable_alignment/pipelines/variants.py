@@ -1,0 +1,35 @@
+"""Which reward-model variants run on which data set.
+
+One base pipeline (``reward_modelling``) and one evaluation pipeline are
+instantiated per ``(dataset, variant)`` under the namespace
+``<dataset>.<variant>``. Adding a variant is a line here plus its parameters
+in ``conf/base/parameters_reward_modelling.yml``; every catalog entry comes
+from the dataset factories in ``conf/base/catalog.yml``.
+
+A data set needs ``<dataset>.pairs`` and ``<dataset>.features`` (DESIGN.md
+§4) from its data pipeline. UltraFeedback plugs in the same way, e.g.::
+
+    "hh": DatasetSpec(variants=("btl_helpfulness", "btl_honesty", "btl_mixed", "nppl_mixed")),
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Variants trained on one data set.
+
+    Attributes:
+        variants: namespaces of the reward models trained on it.
+        oracle: whether a Bayes-optimal oracle exists (synthetic task only).
+    """
+
+    variants: tuple[str, ...]
+    oracle: bool = False
+
+
+REWARD_DATASETS: dict[str, DatasetSpec] = {
+    "synthetic": DatasetSpec(variants=("btl", "dpl", "nppl", "nppl_latent"), oracle=True),
+}

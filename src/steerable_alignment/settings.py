@@ -1,0 +1,11 @@
+"""Project settings (https://docs.kedro.org/en/stable/kedro_project_setup/settings.html)."""
+
+from kedro.config import OmegaConfigLoader
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+# Environments such as `gpu` and `test` override single keys, not whole trees.
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+}

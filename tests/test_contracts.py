@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from steerable_alignment.contracts import DataContractError, to_preference_data
+
+OBJECTIVES = ["user_0", "user_1"]
+
+
+def test_round_trip_to_tensors(tiny_synthetic):
+    pairs, features = tiny_synthetic
+    split = to_preference_data(pairs, features, OBJECTIVES, "synthetic.pairs")
+    assert split.data.features.shape == (600, 2, 1)
+    assert split.data.choices.shape == (600, 2)
+    assert sum(len(v) for v in split.splits.values()) == 600
+    assert torch.equal(split.data.choices[:, 0], torch.tensor(pairs["choice_user_0"].to_numpy()))
+
+
+def test_missing_column_names_dataset_and_column(tiny_synthetic):
+    pairs, features = tiny_synthetic
+    with pytest.raises(DataContractError, match=r"synthetic\.pairs.*choice_user_1"):
+        to_preference_data(
+            pairs.drop(columns="choice_user_1"), features, OBJECTIVES, "synthetic.pairs"
+        )
+
+
+@pytest.mark.parametrize("bad", [2, -1, None])
+def test_choice_outside_zero_one(tiny_synthetic, bad):
+    pairs, features = tiny_synthetic
+    broken = pairs.copy()
+    broken["choice_user_0"] = broken["choice_user_0"].astype("float64")
+    broken.loc[5, "choice_user_0"] = bad
+    with pytest.raises(DataContractError, match=r"synthetic\.pairs.*'choice_user_0'"):
+        to_preference_data(broken, features, OBJECTIVES, "synthetic.pairs")
+
+
+def test_features_with_other_rows_or_ids(tiny_synthetic):
+    pairs, features = tiny_synthetic
+    fewer = {k: v[:-1] for k, v in features.items()}
+    with pytest.raises(DataContractError, match="599 rows.*600"):
+        to_preference_data(pairs, fewer, OBJECTIVES, "p", "f")
+    shuffled = {**features, "pair_id": features["pair_id"].flip(0)}
+    with pytest.raises(DataContractError, match="pair_id at row 0"):
+        to_preference_data(pairs, shuffled, OBJECTIVES, "p", "f")
+    flat = {**features, "features": features["features"][:, 0]}
+    with pytest.raises(DataContractError, match=r"shape \(N, 2, D\)"):
+        to_preference_data(pairs, flat, OBJECTIVES, "p", "f")
+    with pytest.raises(DataContractError, match="missing tensor 'pair_id'"):
+        to_preference_data(pairs, {"features": features["features"]}, OBJECTIVES, "p", "f")

@@ -1,0 +1,123 @@
+"""The project as a user runs it: a KedroSession run, kedro-viz, the notebooks.
+
+One temporary copy of the project runs the default pipeline in the `test`
+environment (tiny parameters); kedro-viz and the notebooks then read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+DATASET_LAYERS = (
+    "01_raw",
+    "02_intermediate",
+    "03_primary",
+    "04_feature",
+    "05_model_input",
+    "06_models",
+    "07_model_output",
+    "08_reporting",
+)
+
+
+@pytest.fixture(scope="module")
+def project_run(tmp_path_factory):
+    """Copy the project, run `kedro run --env test` through a KedroSession, time it."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    root = tmp_path_factory.mktemp("project")
+    for name in ("conf", "notebooks"):
+        shutil.copytree(PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    shutil.copytree(
+        PROJECT_ROOT / "src",
+        root / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    for layer in DATASET_LAYERS:
+        (root / "data" / layer).mkdir(parents=True)
+    old_cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        bootstrap_project(root)
+        started = time.perf_counter()
+        with KedroSession.create(project_path=root, env="test") as session:
+            session.run()
+        seconds = time.perf_counter() - started
+    finally:
+        os.chdir(old_cwd)
+    return root, seconds
+
+
+def test_default_pipeline_runs_in_a_session(project_run):
+    import pandas as pd
+
+    root, seconds = project_run
+    metrics = pd.read_parquet(root / "data/08_reporting/reward_metrics.parquet")
+    assert set(metrics["model"]) == {"btl", "dpl", "nppl", "nppl_latent", "bayes_optimal"}
+    assert (root / "data/08_reporting/synthetic_accuracy_by_context.json").is_file()
+    assert (root / "data/08_reporting/reward_summary.md").read_text().startswith("# Reward")
+    versions = list((root / "data/06_models/synthetic/nppl/reward_model.safetensors").iterdir())
+    assert len(versions) == 1 and (versions[0] / "reward_model.safetensors").is_file()
+    print(f"KedroSession run of the default pipeline (env test): {seconds:.1f} s")  # noqa: T201
+
+
+def _kedro(root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "KEDRO_ENV": "test"}
+    kedro = Path(sys.executable).with_name("kedro")
+    return subprocess.run(
+        [str(kedro), *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_kedro_viz_build_shows_every_pipeline_and_the_chart(project_run):
+    root, _ = project_run
+    result = _kedro(root, "viz", "build", "--include-previews")
+    assert result.returncode == 0, result.stderr[-3000:]
+    api = root / "build" / "api"
+    main = json.loads((api / "main").read_text())
+    registered = {p["id"] for p in main["pipelines"]}
+    assert {"__default__", "synthetic_data", "reward_modelling", "evaluation"} <= registered
+    for name in ("synthetic_data", "reward_modelling", "evaluation"):
+        pipeline = json.loads((api / "pipelines" / name).read_text())
+        assert pipeline["nodes"], name
+    names = {n["name"] for n in main["nodes"]}
+    assert "synthetic.accuracy_chart" in names and "reward_metrics" in names
+    chart = next(n for n in main["nodes"] if n["name"] == "synthetic.accuracy_chart")
+    assert chart["dataset_type"].endswith("plotly.json_dataset.JSONDataset")
+    preview = json.loads((api / "nodes" / chart["id"]).read_text())
+    assert preview.get("preview_type") == "PlotlyPreview" and preview["preview"]["data"]
+
+
+@pytest.mark.parametrize(
+    "notebook", sorted(p.name for p in (PROJECT_ROOT / "notebooks").glob("*.ipynb"))
+)
+def test_notebook_executes(project_run, notebook, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    root, _ = project_run
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    nb = nbformat.read(root / "notebooks" / notebook, as_version=4)
+    NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(root / "notebooks")}},
+    ).execute()
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
