@@ -9,3 +9,7 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
+
+from steerable_alignment.hooks import MissingInputsHook  # noqa: E402
+
+HOOKS = (MissingInputsHook(),)

@@ -1,0 +1,21 @@
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.io.core import DatasetError
+
+from steerable_alignment.hooks import MissingInputsHook
+from steerable_alignment.pipelines.reward_modelling import create_pipeline
+from tests.test_conf import load
+
+
+def test_missing_inputs_name_the_producing_pipeline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing on disk here
+    catalog = DataCatalog.from_config(load("base")["catalog"])
+    with pytest.raises(DatasetError, match=r"synthetic\.pairs.*--pipeline synthetic_data"):
+        MissingInputsHook().before_pipeline_run({}, create_pipeline(), catalog)
+
+
+def test_present_inputs_pass():
+    catalog = DataCatalog(
+        datasets={"synthetic.pairs": MemoryDataset(1), "synthetic.features": MemoryDataset(2)}
+    )
+    MissingInputsHook().before_pipeline_run({}, create_pipeline(), catalog)
