@@ -225,25 +225,38 @@ def plot_accuracy_by_context(reward_metrics: pd.DataFrame, data: dict[str, Any])
     return fig
 
 
+def _markdown_table(table: pd.DataFrame, index: list[str]) -> list[str]:
+    """Accuracy (%) ± s.e. with one column per context size."""
+    acc = table.pivot_table(index=index, columns="num_context", values="accuracy") * 100
+    se = table.pivot_table(index=index, columns="num_context", values="accuracy_se") * 100
+    lines = [
+        "| " + " | ".join(index) + " | " + " | ".join(str(c) for c in acc.columns) + " |",
+        "|---" * (len(index) + len(acc.columns)) + "|",
+    ]
+    for key in acc.index:
+        labels = key if isinstance(key, tuple) else (key,)
+        cells = [f"{acc.loc[key, c]:.2f} ± {se.loc[key, c]:.2f}" for c in acc.columns]
+        lines.append("| " + " | ".join(labels) + " | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summarise_reward_metrics(reward_metrics: pd.DataFrame) -> str:
-    """A markdown summary: accuracy (%) by model and context size, all users pooled."""
+    """A markdown summary: accuracy (%) by model and context size, pooled and per objective."""
     lines = ["# Reward model evaluation", ""]
     for dataset, table in reward_metrics.groupby("dataset", sort=True):
         pooled = table[table["objective"] == "all"]
-        pivot = pooled.pivot(index="model", columns="num_context", values="accuracy") * 100
-        se = pooled.pivot(index="model", columns="num_context", values="accuracy_se") * 100
         episodes = int(pooled["n_episodes"].min())
         lines += [
             f"## {dataset}",
             "",
-            f"Test accuracy (%) ± s.e. over {episodes} episodes, all users pooled, "
-            "by number of context pairs.",
+            f"Test accuracy (%) ± s.e. by number of context pairs; all users pooled "
+            f"({episodes} episodes of targets outside the context).",
             "",
-            "| model | " + " | ".join(str(c) for c in pivot.columns) + " |",
-            "|---" * (len(pivot.columns) + 1) + "|",
+            *_markdown_table(pooled, ["model"]),
+            "",
+            "Per objective (the user type of the episode):",
+            "",
+            *_markdown_table(table[table["objective"] != "all"], ["objective", "model"]),
+            "",
         ]
-        for model in pivot.index:
-            cells = [f"{pivot.loc[model, c]:.2f} ± {se.loc[model, c]:.2f}" for c in pivot.columns]
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
-        lines.append("")
     return "\n".join(lines)
