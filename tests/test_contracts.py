@@ -46,3 +46,22 @@ def test_features_with_other_rows_or_ids(tiny_synthetic):
         to_preference_data(pairs, flat, OBJECTIVES, "p", "f")
     with pytest.raises(DataContractError, match="missing tensor 'pair_id'"):
         to_preference_data(pairs, {"features": features["features"]}, OBJECTIVES, "p", "f")
+
+
+def test_features_may_cover_an_ordered_subset_when_allowed(tiny_synthetic):
+    pairs, features = tiny_synthetic
+    keep = torch.arange(0, 600, 3)  # e.g. over-long pairs dropped by the embedding step
+    subset = {k: v[keep] for k, v in features.items()}
+    split = to_preference_data(pairs, subset, OBJECTIVES, "p", "f", allow_missing_features=True)
+    assert split.data.features.shape[0] == 200
+    expected = torch.tensor(pairs["choice_user_0"].to_numpy()[keep.numpy()])
+    assert torch.equal(split.data.choices[:, 0], expected)
+    assert sum(len(v) for v in split.splits.values()) == 200
+    with pytest.raises(DataContractError, match="599 rows|200 rows"):
+        to_preference_data(pairs, subset, OBJECTIVES, "p", "f")  # not allowed by default
+    unknown = {**subset, "pair_id": subset["pair_id"] + 10_000}
+    with pytest.raises(DataContractError, match="not in the pairs table"):
+        to_preference_data(pairs, unknown, OBJECTIVES, "p", "f", allow_missing_features=True)
+    shuffled = {k: v.flip(0) for k, v in subset.items()}
+    with pytest.raises(DataContractError, match="order"):
+        to_preference_data(pairs, shuffled, OBJECTIVES, "p", "f", allow_missing_features=True)

@@ -9,6 +9,7 @@ Pairs table (Parquet, one row per pair): ``pair_id``, ``split``,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ import pandas as pd
 import torch
 
 from steerable_alignment.episodes.sampler import PreferenceData
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 
@@ -63,9 +66,20 @@ def check_pairs(pairs: pd.DataFrame, objectives: Sequence[str], name: str) -> No
 
 
 def check_features(
-    features: Mapping[str, Any], pairs: pd.DataFrame, name: str, pairs_name: str
-) -> None:
-    """Check a features file against its pairs table (same rows, same ``pair_id`` order)."""
+    features: Mapping[str, Any],
+    pairs: pd.DataFrame,
+    name: str,
+    pairs_name: str,
+    allow_missing: bool = False,
+) -> pd.DataFrame:
+    """Check a features file against its pairs table; return the pairs it describes.
+
+    By default the features must have one row per pairs row, in the same
+    ``pair_id`` order. With ``allow_missing`` (an embedding step that drops
+    over-long texts) they may cover an ordered subset of the pairs; the
+    returned table is then that subset. A ``pair_id`` unknown to the pairs
+    table, or out of its order, is always an error.
+    """
     for key in ("pair_id", "features"):
         if key not in features:
             raise DataContractError(
@@ -82,13 +96,31 @@ def check_features(
             f"Dataset '{name}': 'pair_id' has shape {tuple(ids.shape)} but 'features' has "
             f"{tensor.shape[0]} rows"
         )
+    expected = pairs["pair_id"].to_numpy(dtype=np.int64)
+    got = ids.numpy().astype(np.int64)
+    if allow_missing and len(got) < len(expected):
+        positions = pd.Index(expected).get_indexer(got)  # row of each id in the pairs table
+        unknown = np.flatnonzero(positions < 0)
+        if unknown.size:
+            raise DataContractError(
+                f"Dataset '{name}': pair_id {int(got[unknown[0]])} is not in the pairs table "
+                f"'{pairs_name}' ({unknown.size} unknown ids)"
+            )
+        if np.any(np.diff(positions) <= 0):
+            raise DataContractError(
+                f"Dataset '{name}': pair_ids are not in the pairs table's row order"
+            )
+        logger.info(
+            "Dataset '%s' covers %d of the %d pairs of '%s' (%d without features, e.g. dropped "
+            "as over-long by the embedding step)",
+            name, len(got), len(expected), pairs_name, len(expected) - len(got),
+        )
+        return pairs.iloc[positions]
     if len(ids) != len(pairs):
         raise DataContractError(
             f"Dataset '{name}' has {len(ids)} rows but the pairs table '{pairs_name}' has "
             f"{len(pairs)}: they must describe the same pairs"
         )
-    expected = pairs["pair_id"].to_numpy(dtype=np.int64)
-    got = ids.numpy().astype(np.int64)
     mismatch = np.flatnonzero(expected != got)
     if mismatch.size:
         i = int(mismatch[0])
@@ -97,6 +129,7 @@ def check_features(
             f"'{pairs_name}' has {int(expected[i])} there ({mismatch.size} rows differ); "
             "rows must be aligned with the pairs table"
         )
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -118,10 +151,14 @@ def to_preference_data(
     objectives: Sequence[str],
     pairs_name: str = "pairs",
     features_name: str = "features",
+    allow_missing_features: bool = False,
 ) -> SplitData:
-    """Validate a pairs table and its features, then convert them to tensors."""
+    """Validate a pairs table and its features, then convert them to tensors.
+
+    Rows of the result (and the split indices) follow the features file.
+    """
     check_pairs(pairs, objectives, pairs_name)
-    check_features(features, pairs, features_name, pairs_name)
+    pairs = check_features(features, pairs, features_name, pairs_name, allow_missing_features)
     choices = torch.from_numpy(
         pairs[[f"choice_{k}" for k in objectives]].to_numpy(dtype=np.int64, copy=True)
     )  # (P, K)
@@ -129,3 +166,22 @@ def to_preference_data(
     splits = {s: torch.from_numpy(np.flatnonzero(split_codes == s)).long() for s in SPLITS}
     data = PreferenceData(features["features"].float(), choices, tuple(objectives))
     return SplitData(data, splits)
+
+
+def dataset_tensors(
+    pairs: pd.DataFrame, features: Mapping[str, Any], data: Mapping[str, Any]
+) -> SplitData:
+    """:func:`to_preference_data` for a data set described by its ``data`` parameters.
+
+    Args:
+        data: ``name``, ``objectives`` and optionally ``allow_missing_features``.
+    """
+    name = data["name"]
+    return to_preference_data(
+        pairs,
+        features,
+        list(data["objectives"]),
+        f"{name}.pairs",
+        f"{name}.features",
+        allow_missing_features=bool(data.get("allow_missing_features", False)),
+    )

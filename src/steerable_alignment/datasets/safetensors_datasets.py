@@ -74,10 +74,17 @@ class _SafetensorsFileDataset(AbstractVersionedDataset):
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _header_metadata(raw: bytes) -> dict[str, str]:

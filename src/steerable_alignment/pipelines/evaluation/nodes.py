@@ -44,23 +44,25 @@ def _check_evaluation(params: dict[str, Any]) -> None:
 
 
 def make_evaluation_episodes(
-    pairs: pd.DataFrame, data: dict[str, Any], evaluation: dict[str, Any]
+    pairs: pd.DataFrame,
+    features: dict[str, Any],
+    data: dict[str, Any],
+    evaluation: dict[str, Any],
 ) -> dict[str, Any]:
     """Draw the fixed evaluation episodes every model of a data set is scored on.
 
     Returns:
-        ``rows (E, max_context + T)``, ``objective (E,)`` and ``max_context``.
+        ``rows (E, max_context + T)`` (rows of the features file),
+        ``objective (E,)`` and ``max_context``.
     """
     _check_evaluation(evaluation)
-    import numpy as np
     import torch
 
-    from steerable_alignment.contracts import check_pairs
+    from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.episodes.sampler import make_evaluation_episodes as draw
 
-    objectives = list(data["objectives"])
-    check_pairs(pairs, objectives, f"{data['name']}.pairs")
-    rows = torch.from_numpy(np.flatnonzero(pairs["split"].to_numpy() == evaluation["split"]))
+    split = dataset_tensors(pairs, features, data)
+    rows = split.splits[evaluation["split"]]
     max_context = max(evaluation["context_sizes"])
     needed = max_context + evaluation["num_targets"]
     if len(rows) < needed:
@@ -69,8 +71,8 @@ def make_evaluation_episodes(
             f"pairs but split '{evaluation['split']}' of '{data['name']}' has {len(rows)}"
         )
     episodes = draw(
-        rows.long(),
-        torch.arange(len(objectives)),
+        rows,
+        torch.arange(len(split.data.objectives)),
         evaluation["episodes_per_objective"],
         evaluation["num_targets"],
         max_context,
@@ -99,15 +101,13 @@ def evaluate_reward_model(
     Scored on targets outside the context; mean ± standard error over episodes.
     """
     _check_evaluation(evaluation)
-    from steerable_alignment.contracts import to_preference_data
+    from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
     from steerable_alignment.evaluation.metrics import predict_episodes
     from steerable_alignment.training.loop import resolve_device
 
     objectives = list(data["objectives"])
-    split = to_preference_data(
-        pairs, features, objectives, f"{data['name']}.pairs", f"{data['name']}.features"
-    )
+    split = dataset_tensors(pairs, features, data)
     device = resolve_device(evaluation.get("device", "cpu"))
     episode_set = EvaluationEpisodes.from_tensors(episodes)
     prepared = split.data.to(device)
@@ -136,14 +136,12 @@ def evaluate_bayes_optimal(
     over user types from the context choices; nothing is fitted.
     """
     _check_evaluation(evaluation)
-    from steerable_alignment.contracts import to_preference_data
+    from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
     from steerable_alignment.synthetic.task import bayes_optimal_prob_b
 
     objectives = list(data["objectives"])
-    split = to_preference_data(
-        pairs, features, objectives, f"{data['name']}.pairs", f"{data['name']}.features"
-    )
+    split = dataset_tensors(pairs, features, data)
     if split.data.features.shape[-1] != 1:
         raise ConfigError(
             f"The Bayes-optimal oracle needs scalar options (D = 1); '{data['name']}' has "

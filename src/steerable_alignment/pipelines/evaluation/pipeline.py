@@ -51,7 +51,12 @@ def dataset_pipeline(dataset: str) -> Pipeline:
     nodes = [
         node(
             make_evaluation_episodes,
-            inputs={"pairs": f"{dataset}.pairs", "data": data, "evaluation": evaluation},
+            inputs={
+                "pairs": f"{dataset}.pairs",
+                "features": f"{dataset}.features",
+                "data": data,
+                "evaluation": evaluation,
+            },
             outputs=episodes,
             name="make_evaluation_episodes",
             namespace=dataset,

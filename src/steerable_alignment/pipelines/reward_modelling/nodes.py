@@ -27,7 +27,7 @@ def train_reward_model(
     Returns:
         The trained model (best validation weights) and its training history.
     """
-    from steerable_alignment.contracts import to_preference_data
+    from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.models.config import ConfigError, RewardModelConfig
     from steerable_alignment.models.reward_models import build_model
     from steerable_alignment.training.loop import TrainingConfig, seeded, train
@@ -45,7 +45,7 @@ def train_reward_model(
                 f"Parameter 'training.objectives': unknown objective(s) {unknown}; "
                 f"valid objectives of '{name}': {objectives}"
             )
-    split = to_preference_data(pairs, features, objectives, f"{name}.pairs", f"{name}.features")
+    split = dataset_tensors(pairs, features, data)
     config = RewardModelConfig.from_params(
         variant.get("model", {}), input_dim=int(split.data.features.shape[-1])
     )
