@@ -67,8 +67,14 @@ def test_default_pipeline_runs_in_a_session(project_run):
 
     root, seconds = project_run
     metrics = pd.read_parquet(root / "data/08_reporting/reward_metrics.parquet")
-    assert set(metrics["model"]) == {"btl", "dpl", "nppl", "nppl_latent", "bayes_optimal"}
-    assert (root / "data/08_reporting/synthetic_accuracy_by_context.json").is_file()
+    from steerable_alignment.pipelines.variants import REWARD_DATASETS
+
+    for dataset, spec in REWARD_DATASETS.items():
+        models = set(metrics.loc[metrics["dataset"] == dataset, "model"])
+        assert models == set(spec.variants) | ({"bayes_optimal"} if spec.oracle else set())
+        assert (root / f"data/08_reporting/{dataset}_accuracy_by_context.json").is_file()
+    features = root / "data/04_feature/hh/features.safetensors"
+    assert features.is_file()  # the packaged MiniLM embedded the generated texts
     assert (root / "data/08_reporting/reward_summary.md").read_text().startswith("# Reward")
     versions = list((root / "data/06_models/synthetic/nppl/reward_model.safetensors").iterdir())
     assert len(versions) == 1 and (versions[0] / "reward_model.safetensors").is_file()
@@ -90,12 +96,14 @@ def test_kedro_viz_build_shows_every_pipeline_and_the_chart(project_run):
     api = root / "build" / "api"
     main = json.loads((api / "main").read_text())
     registered = {p["id"] for p in main["pipelines"]}
-    assert {"__default__", "synthetic_data", "reward_modelling", "evaluation"} <= registered
-    for name in ("synthetic_data", "reward_modelling", "evaluation"):
+    expected = {"synthetic_data", "ultrafeedback", "embedding", "reward_modelling", "evaluation"}
+    assert expected | {"__default__"} <= registered
+    for name in expected:
         pipeline = json.loads((api / "pipelines" / name).read_text())
         assert pipeline["nodes"], name
     names = {n["name"] for n in main["nodes"]}
-    assert "synthetic.accuracy_chart" in names and "reward_metrics" in names
+    assert "reward_metrics" in names
+    assert {f"{d}.accuracy_chart" for d in ("synthetic", "hh", "hht")} <= names
     chart = next(n for n in main["nodes"] if n["name"] == "synthetic.accuracy_chart")
     assert chart["dataset_type"].endswith("plotly.json_dataset.JSONDataset")
     preview = json.loads((api / "nodes" / chart["id"]).read_text())

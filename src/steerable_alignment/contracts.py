@@ -8,8 +8,8 @@ Pairs table (Parquet, one row per pair): ``pair_id``, ``split``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +113,11 @@ def check_features(
         logger.info(
             "Dataset '%s' covers %d of the %d pairs of '%s' (%d without features, e.g. dropped "
             "as over-long by the embedding step)",
-            name, len(got), len(expected), pairs_name, len(expected) - len(got),
+            name,
+            len(got),
+            len(expected),
+            pairs_name,
+            len(expected) - len(got),
         )
         return pairs.iloc[positions]
     if len(ids) != len(pairs):

@@ -2,6 +2,7 @@ import plotly.graph_objects as go
 from kedro.runner import SequentialRunner
 
 from steerable_alignment.pipelines.evaluation import create_pipeline
+from steerable_alignment.pipelines.evaluation.pipeline import report_pipeline
 from steerable_alignment.pipelines.evaluation.nodes import METRIC_COLUMNS
 from steerable_alignment.pipelines.reward_modelling import create_pipeline as training
 from steerable_alignment.pipelines.variants import REWARD_DATASETS
@@ -17,7 +18,8 @@ def test_evaluation_end_to_end(tiny_synthetic):
         keep=("reward_metrics",),
         **{"synthetic.pairs": pairs, "synthetic.features": features},
     )
-    SequentialRunner().run(training() + create_pipeline(), catalog)
+    pipeline = (training() + create_pipeline()).only_nodes_with_namespaces(["synthetic"])
+    SequentialRunner().run(pipeline + report_pipeline(["synthetic"]), catalog)
 
     metrics = catalog.load("reward_metrics")
     assert list(metrics.columns) == METRIC_COLUMNS

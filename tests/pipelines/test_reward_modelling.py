@@ -22,7 +22,7 @@ def test_every_variant_trains_end_to_end(tiny_synthetic):
         ),
         **{"synthetic.pairs": pairs, "synthetic.features": features},
     )
-    pipeline = create_pipeline()
+    pipeline = create_pipeline().only_nodes_with_namespaces(["synthetic"])
     SequentialRunner().run(pipeline, catalog)
     for variant in REWARD_DATASETS["synthetic"].variants:
         model = catalog.load(f"synthetic.{variant}.reward_model")
@@ -36,8 +36,13 @@ def test_namespaces_share_one_definition():
     pipeline = create_pipeline()
     names = sorted(n.name for n in pipeline.nodes)
     assert names == sorted(
-        f"synthetic.{v}.train_reward_model" for v in REWARD_DATASETS["synthetic"].variants
+        f"{dataset}.{v}.train_reward_model"
+        for dataset, spec in REWARD_DATASETS.items()
+        for v in spec.variants
     )
+    assert {"synthetic.nppl", "hh.nppl_mixed", "hht.btl_truthfulness"} <= {
+        n.namespace for n in pipeline.nodes
+    }
     assert all("gpu" in n.tags for n in pipeline.nodes)
 
 

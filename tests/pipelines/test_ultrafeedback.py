@@ -35,12 +35,12 @@ def _loader(env: str) -> OmegaConfigLoader:
 
 def test_pipeline_end_to_end_on_tiny_parameters():
     params = project_parameters()
-    assert params["ultrafeedback"]["source"]["generated"]["n_prompts"] == 60
+    assert params["ultrafeedback"]["source"]["generated"]["n_prompts"] == 150
     catalog = memory_catalog(params, keep=("ultrafeedback_raw",))
     SequentialRunner().run(create_pipeline(), catalog)
     raw = catalog.load("ultrafeedback_raw")
     assert list(raw.columns) == raw_columns()
-    assert raw["prompt_id"].nunique() == 60 and len(raw) == 240
+    assert raw["prompt_id"].nunique() == 150 and len(raw) == 600
     for dataset, objectives in OBJECTIVES.items():
         pairs = catalog.load(f"{dataset}.pairs")
         check_pairs(pairs, objectives, f"{dataset}.pairs")

@@ -106,3 +106,9 @@ def test_cosine_schedule_with_warmup():
 def test_bad_training_parameters_name_the_parameter(override, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         tiny_config(**override)
+
+
+def test_splits_too_small_for_an_episode_fail_before_training():
+    data, train_rows, val_rows = tiny_setup()
+    with pytest.raises(ConfigError, match="validation split has 5"):
+        train(make_model(), data, train_rows, val_rows[:5], tiny_config())

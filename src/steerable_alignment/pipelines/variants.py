@@ -7,9 +7,8 @@ in ``conf/base/parameters_reward_modelling.yml``; every catalog entry comes
 from the dataset factories in ``conf/base/catalog.yml``.
 
 A data set needs ``<dataset>.pairs`` and ``<dataset>.features`` (DESIGN.md
-§4) from its data pipeline. UltraFeedback plugs in the same way, e.g.::
-
-    "hh": DatasetSpec(variants=("btl_helpfulness", "btl_honesty", "btl_mixed", "nppl_mixed")),
+§4) from its data pipelines (``synthetic_data``; ``ultrafeedback`` then
+``embedding`` for ``hh`` and ``hht``).
 """
 
 from __future__ import annotations
@@ -32,4 +31,8 @@ class DatasetSpec:
 
 REWARD_DATASETS: dict[str, DatasetSpec] = {
     "synthetic": DatasetSpec(variants=("btl", "dpl", "nppl", "nppl_latent"), oracle=True),
+    "hh": DatasetSpec(variants=("btl_helpfulness", "btl_honesty", "btl_mixed", "nppl_mixed")),
+    "hht": DatasetSpec(
+        variants=("btl_helpfulness", "btl_honesty", "btl_truthfulness", "btl_mixed", "nppl_mixed")
+    ),
 }

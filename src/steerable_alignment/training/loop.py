@@ -224,6 +224,13 @@ def train(
         torch.set_num_threads(config.num_threads)
     objectives = config.objectives or data.objectives
     objective_ids = data.objective_ids(objectives)
+    needed = {"train": config.num_targets, "validation": config.max_context + config.num_targets}
+    for split, rows in (("train", train_rows), ("validation", val_rows)):
+        if len(rows) < needed[split]:
+            raise ConfigError(
+                f"Parameters 'training.num_targets'/'training.max_context': an episode needs "
+                f"{needed[split]} distinct pairs but the {split} split has {len(rows)}"
+            )
     data = data.to(device)
     model = model.to(device)
     sampler = TrainingEpisodeSampler(

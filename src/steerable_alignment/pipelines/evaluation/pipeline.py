@@ -114,13 +114,13 @@ def dataset_pipeline(dataset: str) -> Pipeline:
     return Pipeline(sum(variants, Pipeline(nodes)), tags=[dataset])
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    per_dataset = [dataset_pipeline(d) for d in REWARD_DATASETS]
-    report = Pipeline(
+def report_pipeline(datasets: list[str]) -> Pipeline:
+    """All data sets' metrics in one table, and the markdown summary."""
+    return Pipeline(
         [
             node(
                 concat_reward_metrics,
-                inputs=[f"{d}_reward_metrics" for d in REWARD_DATASETS],
+                inputs=[f"{d}_reward_metrics" for d in datasets],
                 outputs="reward_metrics",
                 name="concat_reward_metrics",
             ),
@@ -132,4 +132,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
-    return sum(per_dataset, report)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    per_dataset = [dataset_pipeline(d) for d in REWARD_DATASETS]
+    return sum(per_dataset, report_pipeline(list(REWARD_DATASETS)))
