@@ -2,8 +2,8 @@ import plotly.graph_objects as go
 from kedro.runner import SequentialRunner
 
 from steerable_alignment.pipelines.evaluation import create_pipeline
-from steerable_alignment.pipelines.evaluation.pipeline import report_pipeline
 from steerable_alignment.pipelines.evaluation.nodes import METRIC_COLUMNS
+from steerable_alignment.pipelines.evaluation.pipeline import report_pipeline
 from steerable_alignment.pipelines.reward_modelling import create_pipeline as training
 from steerable_alignment.pipelines.variants import REWARD_DATASETS
 from tests.pipelines.helpers import memory_catalog, project_parameters
