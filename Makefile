@@ -40,6 +40,9 @@ viz: setup
 benchmarks: setup
 	$(BIN)/python benchmarks/reward_training.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/ultrafeedback_prepare.py
+	$(BIN)/python benchmarks/embedding.py
+	$(BIN)/python benchmarks/synthetic_slice.py
 
 clean:
 	rm -rf build .pytest_cache

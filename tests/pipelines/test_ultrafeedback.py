@@ -80,7 +80,7 @@ def test_configuration_of_every_environment():
         "source": "hub",
         "hub_id": "openbmb/UltraFeedback",
         "local_path": "data/01_raw/ultrafeedback/*.jsonl",
-        "n_prompts": 1200,
+        "n_prompts": 3000,
         "completions_per_prompt": 4,
         "seed": 0,
         "na_fraction": 0.01,
