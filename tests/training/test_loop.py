@@ -99,6 +99,7 @@ def test_cosine_schedule_with_warmup():
         ({"lr_schedule": "linear"}, "training.lr_schedule"),
         ({"device": "tpu"}, "training.device"),
         ({"dtype": "float64"}, "training.dtype"),
+        ({"select_by": "loss"}, "training.select_by"),
         ({"max_steps": 0}, "training.max_steps"),
         ({"learning_rate": 0.1}, "learning_rate"),
     ],
@@ -112,3 +113,12 @@ def test_splits_too_small_for_an_episode_fail_before_training():
     data, train_rows, val_rows = tiny_setup()
     with pytest.raises(ConfigError, match="validation split has 5"):
         train(make_model(), data, train_rows, val_rows[:5], tiny_config())
+
+
+def test_checkpoint_selected_by_accuracy():
+    data, train_rows, val_rows = tiny_setup()
+    result = train(
+        make_model(), data, train_rows, val_rows, tiny_config(max_steps=9, select_by="accuracy")
+    )
+    best = max(result.history, key=lambda h: h["val_accuracy"])  # first of ties
+    assert result.best_step == best["step"]

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LR_SCHEDULES = ("constant", "cosine")
+SELECT_BY = ("nll", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class TrainingConfig:
         eval_every: validate every this many steps (and at the end).
         val_episodes_per_objective: size of the fixed validation set per objective.
         val_context_sizes: context sizes averaged in the validation score.
+        select_by: keep the weights with the best validation ``nll`` (lowest)
+            or ``accuracy`` (highest; ties keep the earlier step).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         dtype: ``float32``, ``bfloat16`` or ``float16`` (autocast on accelerators).
         num_threads: torch intra-op threads on the CPU (None: leave as is).
@@ -74,6 +77,7 @@ class TrainingConfig:
     eval_every: int = 500
     val_episodes_per_objective: int = 256
     val_context_sizes: tuple[int, ...] = (0, 1, 3, 5, 10)
+    select_by: str = "nll"
     device: str = "auto"
     dtype: str = "float32"
     num_threads: int | None = None
@@ -122,6 +126,8 @@ class TrainingConfig:
             raise fail("lr", f"must be > 0, got {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise fail("lr_schedule", f"expected one of {list(LR_SCHEDULES)}")
+        if self.select_by not in SELECT_BY:
+            raise fail("select_by", f"expected one of {list(SELECT_BY)}, got {self.select_by!r}")
         if self.dtype not in DTYPES:
             raise fail("dtype", f"expected one of {list(DTYPES)}, got {self.dtype!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -255,7 +261,7 @@ def train(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(config, step))
     result = TrainingResult(model=model)
-    best_nll = math.inf
+    best_score = math.inf
     best_state: dict[str, torch.Tensor] | None = None
     running = torch.zeros((), device=device)
     started = time.perf_counter()
@@ -293,8 +299,9 @@ def train(
                 val_nll, val_acc = validate_model(
                     model, data, val_episodes, config.val_context_sizes, dtype
                 )
-                if val_nll < best_nll:
-                    best_nll, result.best_step = val_nll, step
+                score = val_nll if config.select_by == "nll" else -val_acc
+                if score < best_score:
+                    best_score, result.best_step = score, step
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 result.history.append(
                     {
@@ -316,5 +323,7 @@ def train(
                 )
     if best_state is not None:
         model.load_state_dict(best_state)
-    logger.info("Kept the weights of step %d (val nll %.4f)", result.best_step, best_nll)
+    logger.info(
+        "Kept the weights of step %d (best validation %s)", result.best_step, config.select_by
+    )
     return result
