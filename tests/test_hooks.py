@@ -15,7 +15,8 @@ def test_missing_inputs_name_the_producing_pipeline(tmp_path, monkeypatch):
 
 
 def test_present_inputs_pass():
-    catalog = DataCatalog(
-        datasets={"synthetic.pairs": MemoryDataset(1), "synthetic.features": MemoryDataset(2)}
-    )
-    MissingInputsHook().before_pipeline_run({}, create_pipeline(), catalog)
+    pipeline = create_pipeline()
+    inputs = {name for name in pipeline.inputs() if not name.startswith("params:")}
+    assert {"synthetic.pairs", "hh.features"} <= inputs
+    catalog = DataCatalog(datasets={name: MemoryDataset(1) for name in inputs})
+    MissingInputsHook().before_pipeline_run({}, pipeline, catalog)
