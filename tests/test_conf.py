@@ -1,27 +1,16 @@
 """Every configuration environment loads and validates (base, test, gpu)."""
 
 import pytest
-from kedro.config import OmegaConfigLoader
 
 from steerable_alignment.models.config import RewardModelConfig
 from steerable_alignment.pipelines.variants import REWARD_DATASETS
 from steerable_alignment.training.loop import TrainingConfig
-from tests.conftest import PROJECT_ROOT
-
-
-def load(env: str) -> OmegaConfigLoader:
-    return OmegaConfigLoader(
-        conf_source=str(PROJECT_ROOT / "conf"),
-        base_env="base",
-        default_run_env=env,
-        env=env,
-        merge_strategy={"parameters": "soft", "catalog": "soft"},
-    )
+from tests.pipelines.helpers import config_loader
 
 
 @pytest.mark.parametrize("env", ["base", "test", "gpu"])
 def test_every_variant_has_valid_parameters(env):
-    params = load(env)["parameters"]
+    params = config_loader(env)["parameters"]
     for dataset, spec in REWARD_DATASETS.items():
         block = params["reward_modelling"][dataset]
         assert block["data"]["name"] == dataset
@@ -34,7 +23,7 @@ def test_every_variant_has_valid_parameters(env):
 
 
 def test_base_defaults_follow_the_reference():
-    block = load("base")["parameters"]["reward_modelling"]["synthetic"]
+    block = config_loader("base")["parameters"]["reward_modelling"]["synthetic"]
     for variant in REWARD_DATASETS["synthetic"].variants:
         model, training = block[variant]["model"], block[variant]["training"]
         assert model["hidden_dim"] == 256
@@ -49,7 +38,7 @@ def test_every_pipeline_dataset_resolves_in_the_catalog():
     configure_project("steerable_alignment")
     from steerable_alignment.pipeline_registry import register_pipelines
 
-    catalog = DataCatalog.from_config(load("base")["catalog"])
+    catalog = DataCatalog.from_config(config_loader("base")["catalog"])
     pipeline = register_pipelines()["__default__"]
     persisted = {"reward_metrics", "reward_summary", "synthetic.accuracy_chart"}
     for name in pipeline.datasets():

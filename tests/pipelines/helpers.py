@@ -10,16 +10,20 @@ from kedro.io import DataCatalog, MemoryDataset
 from tests.conftest import PROJECT_ROOT
 
 
-def project_parameters() -> dict[str, Any]:
-    """conf/base parameters with conf/test merged over them (as `--env test`)."""
-    loader = OmegaConfigLoader(
+def config_loader(env: str) -> OmegaConfigLoader:
+    """The project's configuration as `kedro run --env <env>` sees it."""
+    return OmegaConfigLoader(
         conf_source=str(PROJECT_ROOT / "conf"),
         base_env="base",
-        default_run_env="test",
-        env="test",
-        merge_strategy={"parameters": "soft"},
+        default_run_env=env,
+        env=env,
+        merge_strategy={"parameters": "soft", "catalog": "soft"},
     )
-    return loader["parameters"]
+
+
+def project_parameters() -> dict[str, Any]:
+    """conf/base parameters with conf/test merged over them (as `--env test`)."""
+    return config_loader("test")["parameters"]
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

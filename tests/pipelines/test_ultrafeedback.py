@@ -2,7 +2,6 @@ import copy
 import warnings
 
 import pytest
-from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog
 from kedro.pipeline import Node
 from kedro.runner import SequentialRunner
@@ -17,20 +16,9 @@ from steerable_alignment.pipelines.ultrafeedback.nodes import (
     load_ultrafeedback_raw,
 )
 from steerable_alignment.ultrafeedback.prepare import raw_columns
-from tests.conftest import PROJECT_ROOT
-from tests.pipelines.helpers import memory_catalog, project_parameters
+from tests.pipelines.helpers import config_loader, memory_catalog, project_parameters
 
 OBJECTIVES = {"hh": ["helpfulness", "honesty"], "hht": ["helpfulness", "honesty", "truthfulness"]}
-
-
-def _loader(env: str) -> OmegaConfigLoader:
-    return OmegaConfigLoader(
-        conf_source=str(PROJECT_ROOT / "conf"),
-        base_env="base",
-        default_run_env=env,
-        env=env,
-        merge_strategy={"parameters": "soft", "catalog": "soft"},
-    )
 
 
 def test_pipeline_end_to_end_on_tiny_parameters():
@@ -67,7 +55,7 @@ def test_namespaced_pipeline_raises_no_warning(monkeypatch):
 
 
 def test_configuration_of_every_environment():
-    base = _loader("local")
+    base = config_loader("local")
     assert check_source_params(base["parameters"]["ultrafeedback"]["source"])["source"] == (
         "generated"
     )
@@ -75,7 +63,7 @@ def test_configuration_of_every_environment():
         block = base["parameters"]["ultrafeedback"][dataset]
         assert check_pairs_params(block)["objectives"] == objectives
         assert block["name"] == dataset
-    gpu = _loader("gpu")["parameters"]["ultrafeedback"]["source"]
+    gpu = config_loader("gpu")["parameters"]["ultrafeedback"]["source"]
     assert check_source_params(gpu) == {
         "source": "hub",
         "hub_id": "openbmb/UltraFeedback",
