@@ -2,6 +2,10 @@
 
 from kedro.config import OmegaConfigLoader
 
+from steerable_alignment.hooks import MissingInputsHook
+
+HOOKS = (MissingInputsHook(),)
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 # Environments such as `gpu` and `test` override single keys, not whole trees.
 CONFIG_LOADER_ARGS = {
@@ -9,7 +13,3 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
-
-from steerable_alignment.hooks import MissingInputsHook  # noqa: E402
-
-HOOKS = (MissingInputsHook(),)
