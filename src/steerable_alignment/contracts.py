@@ -18,10 +18,9 @@ import pandas as pd
 import torch
 
 from steerable_alignment.episodes.sampler import PreferenceData
+from steerable_alignment.splits import SPLITS
 
 logger = logging.getLogger(__name__)
-
-SPLITS = ("train", "validation", "test")
 
 
 class DataContractError(ValueError):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +42,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from steerable_alignment.splits import SPLITS, check_split_fractions
 from steerable_alignment.ultrafeedback.generate import OBJECTIVES, generate_records
 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("generated", "hub", "local")
-SPLITS = ("train", "validation", "test")
 DEFAULT_HUB_ID = "openbmb/UltraFeedback"
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -357,23 +356,6 @@ def check_objectives(objectives: Sequence[str]) -> list[str]:
     if len(set(objectives)) != len(objectives):
         raise ValueError(f"objectives must be distinct, got {objectives}")
     return objectives
-
-
-def check_split_fractions(split_fractions: Mapping[str, float]) -> tuple[float, float, float]:
-    """``(train, validation, test)`` fractions: keys exactly the splits, >= 0, summing to 1.
-
-    Raises:
-        ValueError: otherwise.
-    """
-    if set(split_fractions) != set(SPLITS):
-        raise ValueError(f"expected keys {list(SPLITS)}, got {sorted(split_fractions)}")
-    values = tuple(float(split_fractions[s]) for s in SPLITS)
-    if any(v < 0 for v in values) or not math.isclose(sum(values), 1.0, abs_tol=1e-6):
-        raise ValueError(
-            f"fractions must be >= 0 and sum to 1, got {dict(zip(SPLITS, values))} "
-            f"(sum {sum(values):.4f})"
-        )
-    return values  # type: ignore[return-value]
 
 
 def _prompt_pairs(prompt_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

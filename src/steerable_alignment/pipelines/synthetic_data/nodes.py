@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import pandas as pd
 
 from steerable_alignment.models.config import ConfigError
+from steerable_alignment.splits import SPLITS, check_split_fractions
 
 logger = logging.getLogger(__name__)
-
-SPLIT_NAMES = ("train", "validation", "test")
 
 
 def _check_params(params: dict[str, Any]) -> tuple[float, float, float]:
@@ -31,19 +29,10 @@ def _check_params(params: dict[str, Any]) -> tuple[float, float, float]:
     threshold = params.get("threshold")
     if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         raise ConfigError(f"Parameter '{prefix}.threshold': must be in (0, 1), got {threshold!r}")
-    fractions = params.get("split_fractions") or {}
-    if set(fractions) != set(SPLIT_NAMES):
-        raise ConfigError(
-            f"Parameter '{prefix}.split_fractions': expected keys {list(SPLIT_NAMES)}, "
-            f"got {sorted(fractions)}"
-        )
-    values = tuple(float(fractions[s]) for s in SPLIT_NAMES)
-    if any(v < 0 for v in values) or not math.isclose(sum(values), 1.0, abs_tol=1e-6):
-        raise ConfigError(
-            f"Parameter '{prefix}.split_fractions': fractions must be >= 0 and sum to 1, "
-            f"got {dict(zip(SPLIT_NAMES, values))} (sum {sum(values):.4f})"
-        )
-    return values  # type: ignore[return-value]
+    try:
+        return check_split_fractions(params.get("split_fractions") or {})
+    except ValueError as err:
+        raise ConfigError(f"Parameter '{prefix}.split_fractions': {err}") from err
 
 
 def generate_synthetic_pairs(params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -72,7 +61,7 @@ def generate_synthetic_pairs(params: dict[str, Any]) -> tuple[pd.DataFrame, dict
         columns[f"choice_{name}"] = generated.choices[:, u].numpy()
     pairs = pd.DataFrame(columns)
     pairs["pair_id"] = pairs["pair_id"].astype("int64")
-    pairs["split"] = pd.Categorical.from_codes(generated.split.numpy(), SPLIT_NAMES).astype(str)
+    pairs["split"] = pd.Categorical.from_codes(generated.split.numpy(), SPLITS).astype(str)
     pairs["is_conflicting"] = (generated.choices[:, 0] != generated.choices[:, 1]).numpy()
     import torch
 
