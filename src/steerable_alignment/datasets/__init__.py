@@ -1,5 +1,6 @@
-"""Custom Kedro datasets (safetensors tensors and reward models)."""
+"""Custom Kedro datasets (safetensors tensors, reward models, save_pretrained models)."""
 
+from steerable_alignment.datasets.hf_model import HFPretrainedDataset
 from steerable_alignment.datasets.safetensors_datasets import RewardModelDataset, TensorDictDataset
 
-__all__ = ["RewardModelDataset", "TensorDictDataset"]
+__all__ = ["HFPretrainedDataset", "RewardModelDataset", "TensorDictDataset"]

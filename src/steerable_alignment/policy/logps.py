@@ -1,0 +1,188 @@
+"""Sequence log-probabilities of response tokens (DESIGN.md §2, DPO).
+
+Glossary: S sequences, L tokens, R response tokens (the longest response of
+the batch), K response tokens of the whole batch, H hidden size, V vocab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Tokenised (prompt, response) sequences, padded to one length.
+
+    Attributes:
+        input_ids: (S, L) long token ids.
+        attention_mask: (S, L) 1 on real tokens, 0 on padding (either side).
+        response_start: (S,) long index of each response's first token (>= 1).
+        response_len: (S,) long number of response tokens (the response ends
+            at ``response_start + response_len <= L``).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_start: torch.Tensor
+    response_len: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        """Move every tensor to ``device``."""
+        return SequenceBatch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            response_start=self.response_start.to(device),
+            response_len=self.response_len.to(device),
+        )
+
+    def select(self, index: slice | list[int] | torch.Tensor) -> SequenceBatch:
+        """The sequences at ``index`` (rows), in that order."""
+        return SequenceBatch(
+            input_ids=self.input_ids[index],
+            attention_mask=self.attention_mask[index],
+            response_start=self.response_start[index],
+            response_len=self.response_len[index],
+        )
+
+    @staticmethod
+    def cat(batches: list[SequenceBatch], pad_token_id: int) -> SequenceBatch:
+        """Stack batches along S, right-padding the shorter ones.
+
+        Right padding leaves every token's index (and so ``response_start``) as it was.
+        """
+        length = max(b.input_ids.shape[1] for b in batches)
+
+        def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+            return nn.functional.pad(t, (0, length - t.shape[1]), value=value)  # (S_i, L)
+
+        return SequenceBatch(
+            input_ids=torch.cat([pad(b.input_ids, pad_token_id) for b in batches]),  # (S, L)
+            attention_mask=torch.cat([pad(b.attention_mask, 0) for b in batches]),  # (S, L)
+            response_start=torch.cat([b.response_start for b in batches]),  # (S,)
+            response_len=torch.cat([b.response_len for b in batches]),  # (S,)
+        )
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(S, L) positions counting real tokens only, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def response_positions(
+    response_start: torch.Tensor, response_len: torch.Tensor, seq_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the response tokens are predicted from.
+
+    Token ``t`` is predicted by the logits at position ``t − 1`` (the causal shift).
+
+    Args:
+        response_start: (S,) long.
+        response_len: (S,) long.
+        seq_len: L.
+
+    Returns:
+        ``(positions, mask)``: (S, R) long logit positions (clamped into range
+        where masked) and (S, R) bool, True on real response tokens.
+
+    Raises:
+        ValueError: a response starts at token 0 (nothing predicts it) or ends
+            past the sequence.
+    """
+    if (response_start < 1).any():
+        raise ValueError("response_start must be >= 1: the first token has no prediction")
+    if (response_start + response_len > seq_len).any():
+        raise ValueError(f"a response runs past the sequence length {seq_len}")
+    if (response_len < 0).any():
+        raise ValueError("response_len must be >= 0")
+    num = int(response_len.max()) if response_len.numel() else 0
+    offsets = torch.arange(num, device=response_start.device)  # (R,)
+    mask = offsets < response_len.unsqueeze(-1)  # (S, R)
+    positions = (response_start.unsqueeze(-1) - 1 + offsets).clamp_max(seq_len - 2)  # (S, R)
+    return positions, mask
+
+
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(K, V) logits, (K,) targets -> (K,) log-softmax values of the targets, in float32."""
+    logits = logits.float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (K,)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def _sum_response(
+    per_position: torch.Tensor,
+    project: Any,
+    input_ids: torch.Tensor,
+    response_start: torch.Tensor,
+    response_len: torch.Tensor,
+) -> torch.Tensor:
+    """Gather the predicting rows of ``per_position`` (S, L, F), project them to logits, sum."""
+    s, seq_len, width = per_position.shape
+    positions, mask = response_positions(response_start, response_len, seq_len)  # (S, R) each
+    rows = per_position.gather(1, positions.unsqueeze(-1).expand(-1, -1, width))  # (S, R, F)
+    targets = input_ids.gather(1, positions + 1)  # (S, R)
+    token_logps = _token_logps(project(rows[mask]), targets[mask])  # (K,)
+    seq_index = torch.arange(s, device=input_ids.device).unsqueeze(-1).expand_as(mask)  # (S, R)
+    out = token_logps.new_zeros(s)
+    return out.index_add(0, seq_index[mask], token_logps)  # (S,)
+
+
+def sequence_logps(
+    logits_or_output: Any,
+    input_ids: torch.Tensor,
+    response_start: torch.Tensor,
+    response_len: torch.Tensor,
+) -> torch.Tensor:
+    """Sum of the log-probabilities of each sequence's response tokens.
+
+    The naive equivalent, with ``lp = log_softmax(logits, -1)``::
+
+        for s in range(S):
+            total[s] = sum(
+                lp[s, t - 1, input_ids[s, t]]
+                for t in range(response_start[s], response_start[s] + response_len[s])
+            )
+
+    Only the response rows of the logits go through the softmax.
+
+    Args:
+        logits_or_output: (S, L, V) logits, or a model output with ``.logits``.
+        input_ids: (S, L) long.
+        response_start: (S,) long, first response token (>= 1).
+        response_len: (S,) long.
+
+    Returns:
+        (S,) float32 summed log-probabilities.
+    """
+    logits = getattr(logits_or_output, "logits", logits_or_output)
+    return _sum_response(logits, lambda rows: rows, input_ids, response_start, response_len)
+
+
+def sequence_logps_from_hidden(
+    hidden_states: torch.Tensor,
+    lm_head: nn.Module,
+    input_ids: torch.Tensor,
+    response_start: torch.Tensor,
+    response_len: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`sequence_logps` with the output layer applied at response positions only.
+
+    Equal to ``sequence_logps(lm_head(hidden_states), ...)`` for models whose
+    logits are exactly ``lm_head(final hidden state)`` (Qwen2, Llama), at a
+    fraction of the (S, L, V) cost.
+
+    Args:
+        hidden_states: (S, L, H) final (normed) hidden states.
+        lm_head: the output layer, H -> V.
+        input_ids, response_start, response_len: as in :func:`sequence_logps`.
+
+    Returns:
+        (S,) float32 summed log-probabilities.
+    """
+    return _sum_response(hidden_states, lm_head, input_ids, response_start, response_len)
