@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from steerable_alignment.episodes.sampler import PreferenceData
-from steerable_alignment.splits import SPLITS
+from steerable_alignment.splits import SPLITS, normalise_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -188,3 +188,42 @@ def dataset_tensors(
         f"{name}.features",
         allow_missing_features=bool(data.get("allow_missing_features", False)),
     )
+
+
+CLUSTER_BY = ("pair", "prompt")
+
+
+def pool_clusters(
+    pairs: pd.DataFrame, features: Mapping[str, Any], data: Mapping[str, Any], cluster_by: str
+) -> torch.Tensor:
+    """The resampling unit of every row of a data set's features (the bootstrap's clusters).
+
+    Args:
+        cluster_by: ``pair`` (each pair its own cluster) or ``prompt`` (pairs
+            of one normalised prompt form one cluster; needs a ``prompt`` column).
+
+    Returns:
+        (P,) long cluster id of each features row.
+
+    Raises:
+        DataContractError: ``prompt`` asked for a table without a ``prompt`` column.
+    """
+    if cluster_by not in CLUSTER_BY:
+        raise ValueError(f"cluster_by must be one of {list(CLUSTER_BY)}, got {cluster_by!r}")
+    name = data["name"]
+    aligned = check_features(
+        features,
+        pairs,
+        f"{name}.features",
+        f"{name}.pairs",
+        bool(data.get("allow_missing_features", False)),
+    )
+    if cluster_by == "pair":
+        return torch.arange(len(aligned))
+    if "prompt" not in aligned.columns:
+        raise DataContractError(
+            f"Dataset '{name}.pairs' has no 'prompt' column, needed to resample by prompt "
+            "(parameter 'evaluation.<dataset>.bootstrap.cluster_by'); use 'pair' instead"
+        )
+    keys = aligned["prompt"].map(normalise_prompt)
+    return torch.from_numpy(pd.factorize(keys)[0].astype(np.int64))

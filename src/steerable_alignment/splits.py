@@ -1,4 +1,4 @@
-"""Data splits and their fractions (shared by every data pipeline; no heavy imports)."""
+"""Data splits, their fractions and the prompt key splits group by (no heavy imports)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,13 @@ def check_split_fractions(split_fractions: Mapping[str, float]) -> tuple[float, 
             f"(sum {sum(values):.4f})"
         )
     return values  # type: ignore[return-value]
+
+
+def normalise_prompt(text: str) -> str:
+    """A prompt's grouping key: whitespace runs collapsed to one space, stripped, casefolded.
+
+    The same question typed twice with other spacing or capitals is one
+    prompt: it lands in one split, and the evaluation bootstrap resamples it
+    as one cluster.
+    """
+    return " ".join(str(text).split()).casefold()

@@ -41,7 +41,9 @@ def test_reward_model_round_trip_with_config(tmp_path, model_type):
     raw = (tmp_path / "m.safetensors").read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     assert json.loads(header["__metadata__"]["config"])["type"] == model_type
-    with pytest.raises(pickle.UnpicklingError):
+    # Unpickling fails (how depends on the header length's first bytes: an
+    # "unsupported protocol" ValueError when they happen to read as 0x80 N).
+    with pytest.raises((pickle.UnpicklingError, ValueError, EOFError)):
         pickle.loads(raw)
 
 

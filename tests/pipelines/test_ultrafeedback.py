@@ -1,6 +1,7 @@
 import copy
 import warnings
 
+import pandas as pd
 import pytest
 from kedro.io import DataCatalog
 from kedro.pipeline import Node
@@ -15,7 +16,8 @@ from steerable_alignment.pipelines.ultrafeedback.nodes import (
     check_source_params,
     load_ultrafeedback_raw,
 )
-from steerable_alignment.ultrafeedback.prepare import raw_columns
+from steerable_alignment.pipelines.ultrafeedback.pipeline import dataset_pipeline
+from steerable_alignment.ultrafeedback.prepare import EmptySplitError, raw_columns
 from tests.pipelines.helpers import config_loader, memory_catalog, project_parameters
 
 OBJECTIVES = {"hh": ["helpfulness", "honesty"], "hht": ["helpfulness", "honesty", "truthfulness"]}
@@ -33,11 +35,89 @@ def test_pipeline_end_to_end_on_tiny_parameters():
         pairs = catalog.load(f"{dataset}.pairs")
         check_pairs(pairs, objectives, f"{dataset}.pairs")
         assert set(pair_columns(objectives)) <= set(pairs.columns)
-        assert len(pairs) > 20 and pairs["is_conflicting"].all()  # non_conflicting_fraction 0
+        assert len(pairs) > 20
         assert (pairs.groupby("prompt")["split"].nunique() == 1).all()
         assert set(pairs["split"]) == {"train", "validation", "test"}
-        choices = pairs[[f"choice_{k}" for k in objectives]]
-        assert ((choices.min(axis=1) != choices.max(axis=1)) == pairs["is_conflicting"]).all()
+
+
+ALL_TRAIN = {"train": 1.0, "validation": 0.0, "test": 0.0}
+
+
+def _hand_made_raw(rows: list[tuple[int, int, float, float, float]]) -> pd.DataFrame:
+    """A raw table from (prompt, completion, helpfulness, honesty, truthfulness) rows."""
+    return pd.DataFrame(
+        {
+            "prompt_id": [r[0] for r in rows],
+            "prompt": [f"Question {r[0]}?" for r in rows],
+            "completion_idx": [r[1] for r in rows],
+            "response": [f"Answer {r[0]}.{r[1]}" for r in rows],
+            "rating_helpfulness": [float(r[2]) for r in rows],
+            "rating_honesty": [float(r[3]) for r in rows],
+            "rating_truthfulness": [float(r[4]) for r in rows],
+            "rating_instruction_following": 3.0,
+        }
+    ).astype({"prompt_id": "int64", "completion_idx": "int64"})
+
+
+def _run_pair_building(raw: pd.DataFrame, **override) -> DataCatalog:
+    """Run hh and hht pair building (the namespaced pipelines) on a given raw table."""
+    params = copy.deepcopy(project_parameters())
+    for dataset in OBJECTIVES:
+        params["ultrafeedback"][dataset].update(override)
+    outputs = tuple(f"{d}.pairs" for d in OBJECTIVES)
+    catalog = memory_catalog(params, keep=outputs, ultrafeedback_raw=raw)
+    pipeline = dataset_pipeline("hh") + dataset_pipeline("hht")
+    SequentialRunner().run(pipeline, catalog)
+    return catalog
+
+
+def test_is_conflicting_on_hand_made_ratings():
+    # Ratings chosen so the answer is known: prompt 0 -- (0, 1) conflicts on HH;
+    # (0, 2) agrees on all three; (1, 2) agrees on HH, disagrees on truthfulness.
+    # Prompt 1 -- (0, 1) ties on honesty; prompt 2 -- (0, 1) ties on truthfulness only.
+    raw = _hand_made_raw(
+        [
+            (0, 0, 2, 4, 2),
+            (0, 1, 4, 2, 5),
+            (0, 2, 5, 5, 4),
+            (1, 0, 1, 3, 1),
+            (1, 1, 5, 3, 5),
+            (2, 0, 1, 5, 3),
+            (2, 1, 4, 1, 3),
+        ]
+    )
+    expected = {
+        "hh": {(0, 0, 1): True, (0, 0, 2): False, (0, 1, 2): False, (2, 0, 1): True},
+        "hht": {(0, 0, 1): True, (0, 0, 2): False, (0, 1, 2): True},
+    }
+    catalog = _run_pair_building(raw, non_conflicting_fraction=1.0, split_fractions=ALL_TRAIN)
+    for dataset, objectives in OBJECTIVES.items():
+        pairs = catalog.load(f"{dataset}.pairs")
+        check_pairs(pairs, objectives, f"{dataset}.pairs")
+        low = pairs[["completion_idx_a", "completion_idx_b"]].min(axis=1)
+        high = pairs[["completion_idx_a", "completion_idx_b"]].max(axis=1)
+        got = dict(zip(zip(pairs["prompt_id"], low, high), pairs["is_conflicting"]))
+        assert got == expected[dataset], dataset
+    conflicting_only = _run_pair_building(raw, split_fractions=ALL_TRAIN)
+    hht = conflicting_only.load("hht.pairs")
+    assert sorted(zip(hht["prompt_id"], hht["completion_idx_a"] + hht["completion_idx_b"])) == [
+        (0, 1),
+        (0, 3),
+    ]
+
+
+def test_a_split_emptied_by_ties_fails_before_writing():
+    # Every pair ties on truthfulness: HH builds, HHT has nothing left in any split.
+    rows = [(p, c, c + 1, 4 - c, 3) for p in range(30) for c in range(3)]
+    catalog = memory_catalog(
+        project_parameters(), keep=("hh.pairs", "hht.pairs"), ultrafeedback_raw=_hand_made_raw(rows)
+    )
+    with pytest.raises(EmptySplitError) as error:
+        SequentialRunner().run(dataset_pipeline("hh") + dataset_pipeline("hht"), catalog)
+    message = str(error.value)
+    assert "data set 'hht'" in message and "split 'train'" in message
+    assert "rule 'tie'" in message and "'truthfulness': 72" in message  # 24 train prompts x 3
+    assert not catalog.exists("hht.pairs")
 
 
 def test_namespaced_pipeline_raises_no_warning(monkeypatch):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -5,6 +7,7 @@ from steerable_alignment.episodes.sampler import PreferenceData
 from steerable_alignment.models.config import ConfigError, RewardModelConfig
 from steerable_alignment.models.reward_models import build_model
 from steerable_alignment.synthetic.task import generate_pairs
+from steerable_alignment.training import loop
 from steerable_alignment.training.loop import TrainingConfig, _lr_factor, seeded, train
 
 
@@ -75,6 +78,49 @@ def test_best_validation_checkpoint_is_kept():
     assert [h["step"] for h in result.history] == [3, 6, 9]
 
 
+# Scripted validation scores for the validations at steps 3, 6 and 9: the
+# lowest NLL is at step 6, the highest accuracy at step 3 (tied with step 9).
+SCRIPTED_SCORES = {3: (0.60, 0.80), 6: (0.40, 0.50), 9: (0.50, 0.80)}
+
+
+def snapshot_validations(monkeypatch) -> dict[int, dict[str, torch.Tensor]]:
+    """Replace ``validate_model`` by a spy that copies the weights it is shown.
+
+    Returns the dict it fills: validation step -> the model's state dict at
+    that validation. The spy returns ``SCRIPTED_SCORES`` so that the best step
+    is known in advance and is not the last one.
+    """
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    steps = iter(sorted(SCRIPTED_SCORES))
+
+    def spy(model, *args, **kwargs):
+        step = next(steps)
+        snapshots[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return SCRIPTED_SCORES[step]
+
+    monkeypatch.setattr(loop, "validate_model", spy)
+    return snapshots
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("select_by", "best_step"), [("nll", 6), ("accuracy", 3)])
+def test_returned_weights_are_the_best_steps_weights(monkeypatch, select_by, best_step):
+    data, train_rows, val_rows = tiny_setup()
+    snapshots = snapshot_validations(monkeypatch)
+    config = tiny_config(max_steps=9, select_by=select_by)
+    result = train(make_model(), data, train_rows, val_rows, config)
+    assert [h["step"] for h in result.history] == sorted(snapshots) == [3, 6, 9]
+    assert result.best_step == best_step
+    returned = result.model.state_dict()
+    assert same_weights(returned, snapshots[best_step])
+    # Training moved the weights after the best step, and the final ones were dropped.
+    assert not same_weights(snapshots[best_step], snapshots[9])
+    assert not same_weights(returned, snapshots[9])
+
+
 def test_loss_decreases_on_the_synthetic_task():
     data, train_rows, val_rows = tiny_setup()
     config = tiny_config(max_steps=150, eval_every=50, lr=3e-3, batch_episodes=16)
@@ -84,10 +130,28 @@ def test_loss_decreases_on_the_synthetic_task():
 
 
 def test_cosine_schedule_with_warmup():
-    config = tiny_config(max_steps=100, lr_schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
-    assert _lr_factor(config, 0) == pytest.approx(0.1)
-    assert _lr_factor(config, 10) == pytest.approx(1.0)
-    assert _lr_factor(config, 100) == pytest.approx(0.1)
+    # Warm-up over 4 steps, (step + 1) / 4, then a cosine from 1 down to
+    # min_lr_ratio over the remaining 16 steps:
+    # 0.2 + 0.8 * 0.5 * (1 + cos(pi * (step - 4) / 16)).
+    config = tiny_config(max_steps=20, lr_schedule="cosine", warmup_steps=4, min_lr_ratio=0.2)
+    expected = {
+        0: 0.25,
+        1: 0.5,
+        2: 0.75,
+        3: 1.0,
+        4: 1.0,
+        8: 0.2 + 0.4 * (1 + math.sqrt(0.5)),  # a quarter of the way: cos(pi/4)
+        12: 0.6,  # half way: cos(pi/2) = 0
+        20: 0.2,
+        25: 0.2,  # held at the floor past max_steps
+    }
+    for step, factor in expected.items():
+        assert _lr_factor(config, step) == pytest.approx(factor, abs=1e-12), step
+
+
+def test_constant_schedule_with_warmup():
+    config = tiny_config(max_steps=20, warmup_steps=4, min_lr_ratio=0.2)
+    assert [_lr_factor(config, s) for s in range(7)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typing import Any
 MODEL_TYPES = ("btl", "dpl", "nppl", "nppl_latent")
 PAIR_ENCODERS = ("linear", "mlp")
 AGGREGATIONS = ("sum", "mean")
+LATENT_OBJECTIVES = ("elbo", "ml")
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,15 @@ class RewardModelConfig:
         aggregation: ``sum`` or ``mean`` over the context set.
         kl_weight: β of the latent-z ELBO.
         min_std: floor of the latent and DPL standard deviations.
+        predictive_samples: S, draws of z from q(z|C) averaged by the latent
+            model's posterior predictive (0: plug in the mean of q(z|C)).
+        objective: training objective of the latent model: ``elbo`` (the
+            neural-process ELBO) or ``ml`` (a Monte Carlo estimate of the
+            targets' marginal likelihood under q(z|C), the posterior
+            predictive that evaluation scores).
+        train_samples: draws of z per episode in the ``ml`` objective.
+        deterministic_path: give the latent model's decoder a deterministic
+            encoding of the context beside the sampled z.
     """
 
     type: str
@@ -52,6 +62,10 @@ class RewardModelConfig:
     aggregation: str = "sum"
     kl_weight: float = 1.0
     min_std: float = 1e-3
+    predictive_samples: int = 32
+    objective: str = "elbo"
+    train_samples: int = 16
+    deterministic_path: bool = False
 
     @classmethod
     def from_params(
@@ -103,6 +117,15 @@ class RewardModelConfig:
             raise _fail(prefix, "aggregation", f"expected one of {list(AGGREGATIONS)}")
         if self.kl_weight < 0:
             raise _fail(prefix, "kl_weight", f"must be >= 0, got {self.kl_weight}")
+        samples = self.predictive_samples
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+            raise _fail(prefix, "predictive_samples", f"must be an integer >= 0, got {samples!r}")
+        if self.objective not in LATENT_OBJECTIVES:
+            raise _fail(prefix, "objective", f"expected one of {list(LATENT_OBJECTIVES)}")
+        if not isinstance(self.train_samples, int) or self.train_samples <= 0:
+            raise _fail(
+                prefix, "train_samples", f"must be a positive integer, got {self.train_samples!r}"
+            )
         if self.min_std <= 0:
             raise _fail(prefix, "min_std", f"must be > 0, got {self.min_std}")
 

@@ -7,6 +7,7 @@ target pairs, ``(B, T, 2)`` (index 1 = option b preferred), and has a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,11 @@ from steerable_alignment.models.losses import (
     dpl_log_probs,
     gaussian_kl,
 )
+
+# q(z|C)'s standard deviation is softplus(raw + offset): at initialisation
+# (raw ≈ 0) it is ≈ 0.1, small beside the latent means, so early training is
+# not drowned in sampling noise (which teaches the decoder to ignore z).
+STD_INIT_OFFSET = -2.25
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> nn.Sequential:
@@ -164,40 +170,65 @@ class NPBTLRewardModel(PreferenceModel):
     """Neural-process BTL: ``r(x, z) = MLP([g(x), z])`` with ``z`` from the context.
 
     ``type == "nppl"``: deterministic ``z``. ``type == "nppl_latent"``:
-    ``q(z | C) = N(μ_C, σ_C)`` trained with
-    ``E_{q(z|T)}[−log p(T | z)] + β·KL(q(z|C) ‖ q(z|T))`` (DESIGN.md §2,
-    context ⊆ targets during training); predictions use the mean of ``q(z|C)``.
+    ``q(z | C) = N(μ_C, σ_C)`` trained with the neural-process ELBO
+    ``E_{q(z|T)}[−log p(T | z)] + β·KL(q(z|T) ‖ q(z|C))`` (DESIGN.md §2,
+    context ⊆ targets during training): the context-only posterior must
+    cover what the targets reveal. Predictions are the posterior predictive
+    ``P(c | C) = E_{q(z|C)}[P(c | z)]``, a Monte Carlo average of the choice
+    probabilities over ``config.predictive_samples`` draws of z (0: plug in
+    the mean of ``q(z|C)``).
     """
 
     def __init__(self, config: RewardModelConfig) -> None:
         super().__init__(config)
         self.latent = config.type == "nppl_latent"
         z = config.latent_dim
+        # Latent model with a deterministic path (as in attentive NPs): the
+        # decoder reads [g(x), r_C, z], r_C a deterministic encoding of the
+        # context beside the sampled z.
+        self.det_dim = z if self.latent and config.deterministic_path else 0
         self.option_encoder = mlp(
             config.input_dim, config.hidden_dim, config.hidden_dim, config.num_layers - 1
         )
-        self.context_encoder = ContextEncoder(config, 2 * z if self.latent else z)
-        self.reward_head = mlp(config.hidden_dim + z, config.hidden_dim, 1, 1)
+        self.context_encoder = ContextEncoder(config, self.det_dim + (2 * z if self.latent else z))
+        self.reward_head = mlp(config.hidden_dim + self.det_dim + z, config.hidden_dim, 1, 1)
+
+    def _encode(
+        self, features: torch.Tensor, choices: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """Context -> deterministic path r (B, Z) or None, mean (B, Z), std (B, Z) or None."""
+        out = self.context_encoder(features, choices, mask)
+        if not self.latent:
+            return None, out, None
+        z = self.config.latent_dim
+        det, mean, raw_std = out.split([self.det_dim, z, z], dim=-1)
+        std = F.softplus(raw_std + STD_INIT_OFFSET) + self.config.min_std
+        return (det if self.det_dim else None), mean, std
 
     def encode_context(
         self, features: torch.Tensor, choices: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Context -> mean (B, Z) and std (B, Z) of q(z|C); std is None if deterministic."""
-        out = self.context_encoder(features, choices, mask)
-        if not self.latent:
-            return out, None
-        mean, raw_std = out.chunk(2, dim=-1)
-        return mean, F.softplus(raw_std) + self.config.min_std
+        _, mean, std = self._encode(features, choices, mask)
+        return mean, std
+
+    @staticmethod
+    def _with_path(det: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
+        """[r, z] for the decoder: (B, Z) r and (..., B, Z) z -> (..., B, Z_r + Z)."""
+        if det is None:
+            return z
+        return torch.cat([det.expand(*z.shape[:-1], det.shape[-1]), z], dim=-1)
 
     def reward(self, options: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Rewards of options given each episode's latent.
 
         Args:
             options: (B, M, D) options (any M).
-            z: (B, Z).
+            z: (..., B, Z): one latent per episode, with optional leading
+                sample dimensions (e.g. S draws of z).
 
         Returns:
-            (B, M) rewards.
+            (..., B, M) rewards.
         """
         encoded = F.relu(self.option_encoder(options))  # (B, M, H)
         # First head layer on [g(x), z] as W_g·g(x) + W_z·z: the z half is
@@ -205,36 +236,76 @@ class NPBTLRewardModel(PreferenceModel):
         # and parameters as the concatenation, a third fewer multiply-adds).
         first = self.reward_head[0]
         w_g, w_z = first.weight.split([encoded.shape[-1], z.shape[-1]], dim=1)
-        hidden = F.linear(encoded, w_g, first.bias) + F.linear(z, w_z).unsqueeze(1)  # (B, M, H)
+        hidden = F.linear(encoded, w_g, first.bias) + F.linear(z, w_z).unsqueeze(
+            -2
+        )  # (.., B, M, H)
         return self.reward_head[1:](hidden).squeeze(-1)
 
     def _target_log_probs(self, batch: EpisodeBatch, z: torch.Tensor) -> torch.Tensor:
+        """(..., B, Z) latents -> (..., B, T, 2) choice log-probabilities of the targets."""
         b, t = batch.target_choices.shape
         options = batch.target_features.reshape(b, 2 * t, -1)  # (B, 2T, D)
-        rewards = self.reward(options, z).reshape(b, t, 2)  # (B, T, 2)
+        rewards = self.reward(options, z)  # (..., B, 2T)
+        rewards = rewards.reshape(*rewards.shape[:-1], t, 2)  # (..., B, T, 2)
         return btl_log_probs(rewards[..., 0], rewards[..., 1])
 
     def forward(self, batch: EpisodeBatch) -> torch.Tensor:
-        mean, _ = self.encode_context(
+        det, mean, std = self._encode(
             batch.context_features, batch.context_choices, batch.context_mask
         )
-        return self._target_log_probs(batch, mean)
+        samples = self.config.predictive_samples
+        if std is None or samples == 0:
+            return self._target_log_probs(batch, self._with_path(det, mean))
+        # Posterior predictive: average the choice probabilities (not the
+        # log-probabilities) over S reparameterised draws of z ~ q(z|C).
+        eps = torch.randn((samples, *mean.shape), dtype=mean.dtype, device=mean.device)
+        z = mean + std * eps  # (S, B, Z)
+        log_probs = self._target_log_probs(batch, self._with_path(det, z))  # (S, B, T, 2)
+        return torch.logsumexp(log_probs, dim=0) - math.log(samples)
 
     def loss(self, batch: EpisodeBatch) -> LossOutput:
         if not self.latent:
             return super().loss(batch)
-        mean_c, std_c = self.encode_context(
+        det, mean_c, std_c = self._encode(
             batch.context_features, batch.context_choices, batch.context_mask
         )
+        if self.config.objective == "ml":
+            return self._marginal_likelihood_loss(batch, det, mean_c, std_c)
         mean_t, std_t = self.encode_context(
             batch.target_features, batch.target_choices, batch.target_mask
         )
         z = mean_t + std_t * torch.randn_like(std_t)  # reparameterised sample of q(z|T)
-        nll = choice_nll(self._target_log_probs(batch, z), batch.target_choices, batch.target_mask)
-        kl = gaussian_kl(mean_c, std_c, mean_t, std_t)  # (B,)
+        log_probs = self._target_log_probs(batch, self._with_path(det, z))
+        nll = choice_nll(log_probs, batch.target_choices, batch.target_mask)
+        kl = gaussian_kl(mean_t, std_t, mean_c, std_c)  # (B,) KL(q(z|T) ‖ q(z|C))
         num_targets = batch.target_mask.sum(-1).clamp_min(1).to(nll.dtype)
         loss = nll + self.config.kl_weight * kl / num_targets
         return LossOutput(loss=loss, nll=nll.detach(), kl=kl.detach())
+
+    def _marginal_likelihood_loss(
+        self,
+        batch: EpisodeBatch,
+        det: torch.Tensor | None,
+        mean_c: torch.Tensor,
+        std_c: torch.Tensor,
+    ) -> LossOutput:
+        """``−log (1/S) Σ_s p(T | z_s)``, ``z_s ~ q(z|C)``, per target.
+
+        A Monte Carlo estimate of the targets' joint marginal likelihood
+        under the context posterior, the quantity the posterior predictive
+        is scored on (no KL term, no q(z|T)).
+        """
+        samples = self.config.train_samples
+        eps = torch.randn((samples, *mean_c.shape), dtype=mean_c.dtype, device=mean_c.device)
+        z = mean_c + std_c * eps  # (S, B, Z)
+        log_probs = self._target_log_probs(batch, self._with_path(det, z))  # (S, B, T, 2)
+        choices = batch.target_choices.expand(samples, -1, -1).unsqueeze(-1)  # (S, B, T, 1)
+        picked = log_probs.gather(-1, choices).squeeze(-1)  # (S, B, T)
+        joint = (picked * batch.target_mask.to(picked.dtype)).sum(-1)  # (S, B)
+        log_marginal = torch.logsumexp(joint, dim=0) - math.log(samples)  # (B,)
+        num_targets = batch.target_mask.sum(-1).clamp_min(1).to(joint.dtype)
+        loss = -log_marginal / num_targets
+        return LossOutput(loss=loss, nll=loss.detach())
 
 
 MODEL_CLASSES: dict[str, type[PreferenceModel]] = {

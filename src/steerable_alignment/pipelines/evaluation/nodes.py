@@ -17,18 +17,41 @@ METRIC_COLUMNS = [
     "objective",
     "num_context",
     "accuracy",
-    "accuracy_se",
+    "accuracy_se_bootstrap",
+    "accuracy_se_episodes",
     "nll",
-    "nll_se",
+    "nll_se_bootstrap",
+    "nll_se_episodes",
     "ece",
+    "n_episodes",
+    "n_clusters",
+]
+COMPARISON_COLUMNS = [
+    "dataset",
+    "model",
+    "baseline",
+    "objective",
+    "num_context",
+    "accuracy_diff",
+    "accuracy_diff_se",
+    "nll_diff",
+    "nll_diff_se",
     "n_episodes",
 ]
 ORACLE_MODEL = "bayes_optimal"
+OBJECTIVE_PLACEHOLDER = "{objective}"
 
 
 def _check_evaluation(params: dict[str, Any]) -> None:
-    required = {"split", "context_sizes", "episodes_per_objective", "num_targets", "seed"}
-    optional = {"batch_size", "device"}
+    required = {
+        "split",
+        "context_sizes",
+        "episodes_per_objective",
+        "num_targets",
+        "seed",
+        "bootstrap",
+    }
+    optional = {"batch_size", "device", "comparisons"}
     missing = sorted(required - set(params))
     unknown = sorted(set(params) - required - optional)
     if missing or unknown:
@@ -41,6 +64,21 @@ def _check_evaluation(params: dict[str, Any]) -> None:
     for key in ("episodes_per_objective", "num_targets"):
         if int(params[key]) <= 0:
             raise ConfigError(f"Parameter 'evaluation.{key}': must be positive")
+    boot = params["bootstrap"]
+    keys = {"replicates", "cluster_by", "seed"}
+    if not isinstance(boot, dict) or set(boot) != keys:
+        raise ConfigError(
+            f"Parameter 'evaluation.bootstrap': expected exactly the keys {sorted(keys)}"
+        )
+    if int(boot["replicates"]) < 2:
+        raise ConfigError("Parameter 'evaluation.bootstrap.replicates': must be >= 2")
+    if boot["cluster_by"] not in ("pair", "prompt"):
+        raise ConfigError("Parameter 'evaluation.bootstrap.cluster_by': expected pair or prompt")
+    for i, spec in enumerate(params.get("comparisons") or []):
+        if not isinstance(spec, dict) or set(spec) != {"model", "baseline"}:
+            raise ConfigError(
+                f"Parameter 'evaluation.comparisons[{i}]': expected {{model: ..., baseline: ...}}"
+            )
 
 
 def make_evaluation_episodes(
@@ -81,55 +119,66 @@ def make_evaluation_episodes(
     return episodes.to_tensors()
 
 
-def _metrics_frame(prob_by_context, split, episodes, objectives) -> pd.DataFrame:
-    from steerable_alignment.evaluation.metrics import metric_rows, target_choices
+def _stack_predictions(probs: dict[int, Any]) -> dict[str, Any]:
+    import torch
 
-    choices = target_choices(split.data, episodes)
-    return pd.DataFrame(metric_rows(prob_by_context, choices, episodes.objective, objectives))
+    sizes = sorted(probs)
+    return {
+        "num_context": torch.tensor(sizes, dtype=torch.long),
+        "prob_b": torch.stack([probs[n] for n in sizes]).double(),  # (S, E, T)
+    }
 
 
-def evaluate_reward_model(
+def _unstack_predictions(predictions: dict[str, Any]) -> dict[int, Any]:
+    sizes = [int(n) for n in predictions["num_context"]]
+    return {n: predictions["prob_b"][i] for i, n in enumerate(sizes)}
+
+
+def predict_reward_model(
     reward_model: Any,
     pairs: pd.DataFrame,
     features: dict[str, Any],
     episodes: dict[str, Any],
     data: dict[str, Any],
     evaluation: dict[str, Any],
-) -> pd.DataFrame:
-    """Accuracy, NLL and ECE of a model per objective and context size.
+) -> dict[str, Any]:
+    """A model's ``P(b ≻ a)`` for every scored target of the shared episodes.
 
-    Scored on targets outside the context; mean ± standard error over episodes.
+    Targets are never in the context. A latent model's posterior predictive
+    draws z from a generator seeded by ``evaluation.seed``.
+
+    Returns:
+        ``num_context (S,)`` and ``prob_b (S, E, T)`` float64, one slice per context size.
     """
     _check_evaluation(evaluation)
     from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
     from steerable_alignment.evaluation.metrics import predict_episodes
-    from steerable_alignment.training.loop import resolve_device
+    from steerable_alignment.training.loop import resolve_device, seeded
 
-    objectives = list(data["objectives"])
     split = dataset_tensors(pairs, features, data)
     device = resolve_device(evaluation.get("device", "cpu"))
     episode_set = EvaluationEpisodes.from_tensors(episodes)
     prepared = split.data.to(device)
     model = reward_model.to(device)
-    probs = {
-        n: predict_episodes(
-            model, prepared, episode_set, n, batch_size=evaluation.get("batch_size", 1024)
-        )
-        for n in evaluation["context_sizes"]
-    }
+    probs = {}
+    for n in evaluation["context_sizes"]:
+        with seeded(int(evaluation["seed"]) + n, device):
+            probs[n] = predict_episodes(
+                model, prepared, episode_set, n, batch_size=evaluation.get("batch_size", 1024)
+            )
     reward_model.cpu()
-    return _metrics_frame(probs, split, episode_set, objectives)
+    return _stack_predictions(probs)
 
 
-def evaluate_bayes_optimal(
+def predict_bayes_optimal(
     pairs: pd.DataFrame,
     features: dict[str, Any],
     episodes: dict[str, Any],
     data: dict[str, Any],
     evaluation: dict[str, Any],
     threshold: float,
-) -> pd.DataFrame:
+) -> dict[str, Any]:
     """The synthetic task's Bayes-optimal oracle on the same episodes as the models.
 
     It knows both users' reward functions and computes the exact posterior
@@ -140,7 +189,6 @@ def evaluate_bayes_optimal(
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
     from steerable_alignment.synthetic.task import bayes_optimal_prob_b
 
-    objectives = list(data["objectives"])
     split = dataset_tensors(pairs, features, data)
     if split.data.features.shape[-1] != 1:
         raise ConfigError(
@@ -152,36 +200,126 @@ def evaluate_bayes_optimal(
     for n in evaluation["context_sizes"]:
         batch = episode_set.batch(split.data, n)
         probs[n] = bayes_optimal_prob_b(
-            batch.context_features[..., 0],
+            batch.context_features[..., 0].double(),
             batch.context_choices,
             batch.context_mask,
             batch.target_features[..., 0].double(),
             threshold,
         )
-    return _metrics_frame(probs, split, episode_set, objectives)
+    return _stack_predictions(probs)
 
 
-def collect_reward_metrics(data: dict[str, Any], **metrics: pd.DataFrame) -> pd.DataFrame:
-    """Stack one data set's per-model tables.
+def _resolve_comparisons(
+    comparisons: list[dict[str, str]], models: set[str], objectives: list[str]
+) -> list[tuple[str, str, str]]:
+    """(model, baseline, objective group) triples; ``{objective}`` expands per objective."""
+    out = []
+    for spec in comparisons:
+        model, baseline = spec["model"], spec["baseline"]
+        if OBJECTIVE_PLACEHOLDER in baseline:
+            pairs = [(baseline.replace(OBJECTIVE_PLACEHOLDER, k), k) for k in objectives]
+        else:
+            pairs = [(baseline, "all")] + [(baseline, k) for k in objectives]
+        for name, group in pairs:
+            missing = [m for m in (model, name) if m not in models]
+            if missing:
+                raise ConfigError(
+                    f"Parameter 'evaluation.comparisons': model(s) {missing} not evaluated on "
+                    f"this data set; evaluated: {sorted(models)}"
+                )
+            out.append((model, name, group))
+    return out
+
+
+def collect_reward_metrics(
+    pairs: pd.DataFrame,
+    features: dict[str, Any],
+    episodes: dict[str, Any],
+    data: dict[str, Any],
+    evaluation: dict[str, Any],
+    **predictions: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One data set's metrics table and paired comparisons, from every model's predictions.
+
+    The bootstrap replicates of the test pool (``evaluation.bootstrap``) are
+    drawn once and shared by every model, so the comparisons are paired.
 
     Args:
-        data: the data set's description (its ``name``).
-        **metrics: model name -> that model's metrics.
+        **predictions: model name -> its :func:`predict_reward_model` output.
 
     Returns:
-        One row per (dataset, model, objective, num_context), columns ``METRIC_COLUMNS``.
+        The metrics (``METRIC_COLUMNS``) and the comparisons (``COMPARISON_COLUMNS``).
     """
-    frames = [frame.assign(dataset=data["name"], model=model) for model, frame in metrics.items()]
-    table = pd.concat(frames, ignore_index=True)[METRIC_COLUMNS]
-    table["n_episodes"] = table["n_episodes"].astype("int64")
-    table["num_context"] = table["num_context"].astype("int64")
-    return table.sort_values(["model", "objective", "num_context"], ignore_index=True)
+    _check_evaluation(evaluation)
+    from steerable_alignment.contracts import dataset_tensors, pool_clusters
+    from steerable_alignment.episodes.sampler import EvaluationEpisodes
+    from steerable_alignment.evaluation.metrics import (
+        PoolBootstrap,
+        metric_rows,
+        paired_difference_rows,
+        target_choices,
+    )
+
+    name = data["name"]
+    objectives = list(data["objectives"])
+    split = dataset_tensors(pairs, features, data)
+    episode_set = EvaluationEpisodes.from_tensors(episodes)
+    choices = target_choices(split.data, episode_set)  # (E, T)
+    boot = evaluation["bootstrap"]
+    clusters = pool_clusters(pairs, features, data, boot["cluster_by"])
+    target_rows = episode_set.rows[:, episode_set.max_context :]  # (E, T)
+    bootstrap = PoolBootstrap.draw(clusters[target_rows], int(boot["replicates"]), boot["seed"])
+    probs = {model: _unstack_predictions(p) for model, p in predictions.items()}
+
+    frames = [
+        pd.DataFrame(metric_rows(p, choices, episode_set.objective, objectives, bootstrap)).assign(
+            dataset=name, model=model
+        )
+        for model, p in probs.items()
+    ]
+    metrics = pd.concat(frames, ignore_index=True)[METRIC_COLUMNS]
+    for column in ("n_episodes", "num_context", "n_clusters"):
+        metrics[column] = metrics[column].astype("int64")
+    metrics = metrics.sort_values(["model", "objective", "num_context"], ignore_index=True)
+
+    rows = []
+    triples = _resolve_comparisons(evaluation.get("comparisons") or [], set(probs), objectives)
+    for model, baseline, group in triples:
+        keep = (
+            episode_set.objective >= 0
+            if group == "all"
+            else episode_set.objective == objectives.index(group)
+        )
+        for row in paired_difference_rows(probs[model], probs[baseline], choices, keep, bootstrap):
+            rows.append(
+                {"dataset": name, "model": model, "baseline": baseline, "objective": group, **row}
+            )
+    comparisons = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for column in ("n_episodes", "num_context"):
+        comparisons[column] = comparisons[column].astype("int64")
+    logger.info(
+        "%s: %d models scored on %d episodes; bootstrap over %d %s clusters x %d replicates",
+        name,
+        len(probs),
+        len(episode_set),
+        bootstrap.num_clusters,
+        boot["cluster_by"],
+        int(boot["replicates"]),
+    )
+    return metrics, comparisons
 
 
 def concat_reward_metrics(*tables: pd.DataFrame) -> pd.DataFrame:
     """All data sets' metrics in one table (``reward_metrics``)."""
     table = pd.concat(tables, ignore_index=True)
     return table.sort_values(["dataset", "model", "objective", "num_context"], ignore_index=True)
+
+
+def concat_reward_comparisons(*tables: pd.DataFrame) -> pd.DataFrame:
+    """All data sets' paired comparisons in one table (``reward_comparisons``)."""
+    table = pd.concat(tables, ignore_index=True)
+    keys = ["dataset", "model", "baseline", "objective", "num_context"]
+    return table.sort_values(keys, ignore_index=True)
 
 
 def plot_accuracy_by_context(reward_metrics: pd.DataFrame, data: dict[str, Any]) -> Any:
@@ -205,9 +343,12 @@ def plot_accuracy_by_context(reward_metrics: pd.DataFrame, data: dict[str, Any])
             rows = rows.sort_values("num_context")
             fig.add_trace(
                 go.Scatter(
-                    x=rows["num_context"],
-                    y=100 * rows["accuracy"],
-                    error_y={"type": "data", "array": 100 * rows["accuracy_se"]},
+                    x=rows["num_context"].tolist(),
+                    y=(100 * rows["accuracy"]).tolist(),
+                    error_y={
+                        "type": "data",
+                        "array": (100 * rows["accuracy_se_bootstrap"]).tolist(),
+                    },
                     mode="lines+markers",
                     name=model,
                     legendgroup=model,
@@ -219,42 +360,91 @@ def plot_accuracy_by_context(reward_metrics: pd.DataFrame, data: dict[str, Any])
             )
     fig.update_xaxes(title_text="context pairs")
     fig.update_yaxes(title_text="test accuracy (%)", col=1)
-    fig.update_layout(title=f"{name}: accuracy vs context size", template="plotly_white")
+    fig.update_layout(
+        title=f"{name}: accuracy vs context size (error bars: bootstrap s.e. over the test pool)",
+        template="plotly_white",
+    )
     return fig
 
 
-def _markdown_table(table: pd.DataFrame, index: list[str]) -> list[str]:
-    """Accuracy (%) ± s.e. with one column per context size."""
-    acc = table.pivot_table(index=index, columns="num_context", values="accuracy") * 100
-    se = table.pivot_table(index=index, columns="num_context", values="accuracy_se") * 100
+def _markdown_table(table: pd.DataFrame, index: list[str], value: str, se: str) -> list[str]:
+    """``value`` (%) ± ``se`` (%) with one column per context size."""
+    mean = table.pivot_table(index=index, columns="num_context", values=value) * 100
+    error = table.pivot_table(index=index, columns="num_context", values=se) * 100
     lines = [
-        "| " + " | ".join(index) + " | " + " | ".join(str(c) for c in acc.columns) + " |",
-        "|---" * (len(index) + len(acc.columns)) + "|",
+        "| " + " | ".join(index) + " | " + " | ".join(str(c) for c in mean.columns) + " |",
+        "|---" * (len(index) + len(mean.columns)) + "|",
     ]
-    for key in acc.index:
+    for key in mean.index:
         labels = key if isinstance(key, tuple) else (key,)
-        cells = [f"{acc.loc[key, c]:.2f} ± {se.loc[key, c]:.2f}" for c in acc.columns]
+        cells = [f"{mean.loc[key, c]:+.2f} ± {error.loc[key, c]:.2f}" for c in mean.columns]
+        if value == "accuracy":
+            cells = [c.lstrip("+") for c in cells]
         lines.append("| " + " | ".join(labels) + " | " + " | ".join(cells) + " |")
     return lines
 
 
-def summarise_reward_metrics(reward_metrics: pd.DataFrame) -> str:
-    """A markdown summary: accuracy (%) by model and context size, pooled and per objective."""
-    lines = ["# Reward model evaluation", ""]
+def _nll_table(table: pd.DataFrame) -> list[str]:
+    nll = table.pivot_table(index="model", columns="num_context", values="nll")
+    lines = [
+        "| model | " + " | ".join(str(c) for c in nll.columns) + " |",
+        "|---" * (1 + len(nll.columns)) + "|",
+    ]
+    for model in nll.index:
+        lines.append(
+            f"| {model} | " + " | ".join(f"{nll.loc[model, c]:.3f}" for c in nll.columns) + " |"
+        )
+    return lines
+
+
+def summarise_reward_metrics(reward_metrics: pd.DataFrame, reward_comparisons: pd.DataFrame) -> str:
+    """A markdown summary: accuracy (%) by model and context size, and the paired comparisons."""
+    lines = [
+        "# Reward model evaluation",
+        "",
+        "Test accuracy (%) ± bootstrap standard error by number of context pairs. The "
+        "standard error resamples the test pool (pairs for the synthetic task, prompts for "
+        "UltraFeedback) and re-scores the same episodes (docs/evaluation.md); differences "
+        "are paired: both models on the same episodes and the same replicates.",
+        "",
+    ]
     for dataset, table in reward_metrics.groupby("dataset", sort=True):
         pooled = table[table["objective"] == "all"]
         episodes = int(pooled["n_episodes"].min())
+        clusters = int(pooled["n_clusters"].max())
         lines += [
             f"## {dataset}",
             "",
-            f"Test accuracy (%) ± s.e. by number of context pairs; all users pooled "
-            f"({episodes} episodes of targets outside the context).",
+            f"All users pooled ({episodes} episodes of targets outside the context, drawn "
+            f"from {clusters} test-pool clusters):",
             "",
-            *_markdown_table(pooled, ["model"]),
+            *_markdown_table(pooled, ["model"], "accuracy", "accuracy_se_bootstrap"),
             "",
             "Per objective (the user type of the episode):",
             "",
-            *_markdown_table(table[table["objective"] != "all"], ["objective", "model"]),
+            *_markdown_table(
+                table[table["objective"] != "all"],
+                ["objective", "model"],
+                "accuracy",
+                "accuracy_se_bootstrap",
+            ),
+            "",
+            "Mean NLL (nats), all users pooled:",
+            "",
+            *_nll_table(pooled),
             "",
         ]
+        comparisons = reward_comparisons[reward_comparisons["dataset"] == dataset]
+        if len(comparisons):
+            lines += [
+                "Paired differences, model − baseline, accuracy points ± bootstrap s.e.:",
+                "",
+                *_markdown_table(
+                    comparisons,
+                    ["model", "baseline", "objective"],
+                    "accuracy_diff",
+                    "accuracy_diff_se",
+                ),
+                "",
+            ]
     return "\n".join(lines)

@@ -1,9 +1,11 @@
 """``evaluation``: score every trained model on shared test episodes, then report.
 
 Per data set (namespace ``<dataset>``): draw the evaluation episodes once,
-score each variant on them (namespace ``<dataset>.<variant>``, the same base
-pipeline for all), add the oracle row where one exists, collect the data
-set's table and chart. Then one table and summary for all data sets.
+predict with each variant on them (namespace ``<dataset>.<variant>``, the
+same base pipeline for all), add the oracle where one exists, then score
+every model's predictions together (bootstrap over the test pool shared by
+all models, paired comparisons) into the data set's tables and chart. Then
+one table, one comparisons table and a summary for all data sets.
 """
 
 from kedro.pipeline import Pipeline, node
@@ -11,22 +13,23 @@ from kedro.pipeline import Pipeline, node
 from steerable_alignment.pipelines.evaluation.nodes import (
     ORACLE_MODEL,
     collect_reward_metrics,
+    concat_reward_comparisons,
     concat_reward_metrics,
-    evaluate_bayes_optimal,
-    evaluate_reward_model,
     make_evaluation_episodes,
     plot_accuracy_by_context,
+    predict_bayes_optimal,
+    predict_reward_model,
     summarise_reward_metrics,
 )
 from steerable_alignment.pipelines.variants import REWARD_DATASETS
 
 
 def base_pipeline() -> Pipeline:
-    """Score one model: the template every variant instantiates."""
+    """Predict with one model: the template every variant instantiates."""
     return Pipeline(
         [
             node(
-                evaluate_reward_model,
+                predict_reward_model,
                 inputs={
                     "reward_model": "reward_model",
                     "pairs": "pairs",
@@ -35,8 +38,8 @@ def base_pipeline() -> Pipeline:
                     "data": "params:data",
                     "evaluation": "params:evaluation",
                 },
-                outputs="reward_metrics",
-                name="evaluate_reward_model",
+                outputs="predictions",
+                name="predict_reward_model",
             )
         ]
     )
@@ -62,12 +65,12 @@ def dataset_pipeline(dataset: str) -> Pipeline:
             namespace=dataset,
         )
     ]
-    models = {v: f"{dataset}.{v}.reward_metrics" for v in spec.variants}
+    models = {v: f"{dataset}.{v}.predictions" for v in spec.variants}
     if spec.oracle:
-        models[ORACLE_MODEL] = f"{dataset}.{ORACLE_MODEL}.reward_metrics"
+        models[ORACLE_MODEL] = f"{dataset}.{ORACLE_MODEL}.predictions"
         nodes.append(
             node(
-                evaluate_bayes_optimal,
+                predict_bayes_optimal,
                 inputs={
                     "pairs": f"{dataset}.pairs",
                     "features": f"{dataset}.features",
@@ -77,15 +80,22 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                     "threshold": "params:synthetic_data.threshold",
                 },
                 outputs=models[ORACLE_MODEL],
-                name=f"evaluate_{ORACLE_MODEL}",
+                name=f"predict_{ORACLE_MODEL}",
                 namespace=f"{dataset}.{ORACLE_MODEL}",
             )
         )
     nodes += [
         node(
             collect_reward_metrics,
-            inputs={"data": data, **models},
-            outputs=f"{dataset}_reward_metrics",
+            inputs={
+                "pairs": f"{dataset}.pairs",
+                "features": f"{dataset}.features",
+                "episodes": episodes,
+                "data": data,
+                "evaluation": evaluation,
+                **models,
+            },
+            outputs=[f"{dataset}_reward_metrics", f"{dataset}_reward_comparisons"],
             name="collect_reward_metrics",
             namespace=dataset,
         ),
@@ -115,7 +125,7 @@ def dataset_pipeline(dataset: str) -> Pipeline:
 
 
 def report_pipeline(datasets: list[str]) -> Pipeline:
-    """All data sets' metrics in one table, and the markdown summary."""
+    """All data sets' metrics and comparisons in one table each, and the markdown summary."""
     return Pipeline(
         [
             node(
@@ -125,8 +135,14 @@ def report_pipeline(datasets: list[str]) -> Pipeline:
                 name="concat_reward_metrics",
             ),
             node(
+                concat_reward_comparisons,
+                inputs=[f"{d}_reward_comparisons" for d in datasets],
+                outputs="reward_comparisons",
+                name="concat_reward_comparisons",
+            ),
+            node(
                 summarise_reward_metrics,
-                inputs="reward_metrics",
+                inputs=["reward_metrics", "reward_comparisons"],
                 outputs="reward_summary",
                 name="summarise_reward_metrics",
             ),

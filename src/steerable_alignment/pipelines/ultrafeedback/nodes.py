@@ -166,6 +166,11 @@ def load_ultrafeedback_raw(source: dict[str, Any]) -> pd.DataFrame:
 def build_preference_pairs(raw: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
     """Build one data set's pairs table (DESIGN.md §4) from the raw table.
 
+    Logs at INFO how many pairs each rule dropped (identical responses,
+    missing ratings and ties per objective, non-conflicting pairs beyond
+    ``non_conflicting_fraction``) and fails, before anything is written, when
+    the rules leave a split without pairs.
+
     Args:
         raw: the normalised raw table.
         params: the data set's block: ``name``, ``objectives``,
@@ -175,16 +180,21 @@ def build_preference_pairs(raw: pd.DataFrame, params: dict[str, Any]) -> pd.Data
         The pairs table: ``pair_id``, prompt and responses, per objective
         ``reward_a_<k>``, ``reward_b_<k>``, ``choice_<k>``, ``split``,
         ``is_conflicting``.
+
+    Raises:
+        ConfigError: naming the first invalid parameter.
+        EmptySplitError: naming the data set, the split and the rule that emptied it.
     """
     arguments = check_pairs_params(params)
-    from steerable_alignment.ultrafeedback.prepare import build_pairs
+    from steerable_alignment.ultrafeedback.prepare import build_pairs_with_counts
 
-    pairs = build_pairs(raw, **arguments)
+    pairs, counts = build_pairs_with_counts(raw, **arguments, name=params["name"])
     logger.info(
-        "UltraFeedback '%s' (%s): %d pairs, %.1f%% conflicting",
+        "UltraFeedback '%s' (%s): %d pairs, %.1f%% conflicting; dropped by rule: %s",
         params["name"],
         ", ".join(arguments["objectives"]),
         len(pairs),
         100 * float(pairs["is_conflicting"].mean()) if len(pairs) else 0.0,
+        counts.dropped(),
     )
     return pairs
