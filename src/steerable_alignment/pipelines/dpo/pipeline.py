@@ -1,0 +1,208 @@
+"""``dpo``: BTL-DPO and NP-DPO policies, one base pipeline per (dataset, variant).
+
+Once: ``prepare_base_policy`` writes the base LLM (``base_policy``). Per data
+set (namespace ``<dataset>``): tokenise the pairs through the chat template
+(``<dataset>.policy_pairs``), compute the reference log-probs once for every
+policy (``<dataset>.reference_logps``) and draw the fixed test episodes. Per
+variant (namespace ``<dataset>.<variant>``, one definition for all): train
+the policy (``<dataset>.<variant>.policy`` + ``policy_history``) and predict
+its implicit-reward preferences on the test episodes. Per data set the
+predictions are scored together with the reward models' metric code (pool
+bootstrap shared by all policies, paired comparisons); then one table, one
+comparisons table and one chart for all data sets.
+
+The pipeline needs ``<dataset>.pairs`` (``ultrafeedback``) and
+``<dataset>.features`` (``embedding``: NP-DPO's context embeddings).
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline, node
+
+from steerable_alignment.pipelines.dpo.nodes import (
+    compute_reference_logps,
+    make_policy_evaluation_episodes,
+    plot_dpo_accuracy,
+    predict_policy,
+    prepare_base_policy,
+    tokenise_policy_pairs,
+    train_policy,
+)
+from steerable_alignment.pipelines.evaluation.nodes import (
+    collect_reward_metrics,
+    concat_reward_comparisons,
+    concat_reward_metrics,
+)
+
+#: Policy variants per data set: ``btl_<objective>`` (plain DPO + LoRA on one
+#: objective's users), ``btl_mixed`` (all users) and ``nppl_mixed`` (NP-DPO).
+#: Each has a block in conf/base/parameters_dpo.yml.
+DPO_DATASETS: dict[str, tuple[str, ...]] = {
+    "hh": ("btl_helpfulness", "btl_honesty", "btl_mixed", "nppl_mixed"),
+    "hht": ("btl_helpfulness", "btl_honesty", "btl_truthfulness", "btl_mixed", "nppl_mixed"),
+}
+#: The data sets of ``kedro run --pipeline dpo`` (CPU-sized); ``dpo_all`` runs every one.
+DEFAULT_DPO_DATASETS = ("hh",)
+
+
+def variant_pipeline() -> Pipeline:
+    """Train one policy and predict with it: the template every variant instantiates."""
+    shared = {
+        "base_policy": "base_policy",
+        "pairs": "pairs",
+        "features": "features",
+        "policy_pairs": "policy_pairs",
+        "reference_logps": "reference_logps",
+        "data": "params:data",
+    }
+    return Pipeline(
+        [
+            node(
+                train_policy,
+                inputs={**shared, "variant": "params:variant"},
+                outputs=["policy", "policy_history"],
+                name="train_policy",
+                tags=["gpu"],
+            ),
+            node(
+                predict_policy,
+                inputs={
+                    **shared,
+                    "policy": "policy",
+                    "episodes": "policy_evaluation_episodes",
+                    "evaluation": "params:evaluation",
+                },
+                outputs="policy_predictions",
+                name="predict_policy",
+                tags=["gpu"],
+            ),
+        ]
+    )
+
+
+def dataset_pipeline(dataset: str) -> Pipeline:
+    """Everything DPO does on one data set, under the namespace ``<dataset>``."""
+    data = f"params:dpo.{dataset}.data"
+    evaluation = f"params:dpo.{dataset}.evaluation"
+    pairs, features = f"{dataset}.pairs", f"{dataset}.features"
+    policy_pairs, reference = f"{dataset}.policy_pairs", f"{dataset}.reference_logps"
+    episodes = f"{dataset}.policy_evaluation_episodes"
+    nodes = Pipeline(
+        [
+            node(
+                tokenise_policy_pairs,
+                inputs={
+                    "base_policy": "base_policy",
+                    "pairs": pairs,
+                    "data": data,
+                    "tokenise": f"params:dpo.{dataset}.tokenise",
+                },
+                outputs=policy_pairs,
+                name="tokenise_policy_pairs",
+                namespace=dataset,
+            ),
+            node(
+                compute_reference_logps,
+                inputs={
+                    "base_policy": "base_policy",
+                    "policy_pairs": policy_pairs,
+                    "data": data,
+                    "reference": f"params:dpo.{dataset}.reference",
+                },
+                outputs=reference,
+                name="compute_reference_logps",
+                namespace=dataset,
+                tags=["gpu"],
+            ),
+            node(
+                make_policy_evaluation_episodes,
+                inputs={
+                    "pairs": pairs,
+                    "features": features,
+                    "policy_pairs": policy_pairs,
+                    "data": data,
+                    "evaluation": evaluation,
+                },
+                outputs=episodes,
+                name="make_policy_evaluation_episodes",
+                namespace=dataset,
+            ),
+            node(
+                collect_reward_metrics,
+                inputs={
+                    "pairs": pairs,
+                    "features": features,
+                    "episodes": episodes,
+                    "data": data,
+                    "evaluation": evaluation,
+                    **{v: f"{dataset}.{v}.policy_predictions" for v in DPO_DATASETS[dataset]},
+                },
+                outputs=[f"{dataset}_dpo_metrics", f"{dataset}_dpo_comparisons"],
+                name="collect_dpo_metrics",
+                namespace=dataset,
+            ),
+        ]
+    )
+    variants = [
+        Pipeline(
+            variant_pipeline(),
+            namespace=f"{dataset}.{variant}",
+            inputs={
+                "base_policy": "base_policy",
+                "pairs": pairs,
+                "features": features,
+                "policy_pairs": policy_pairs,
+                "reference_logps": reference,
+                "policy_evaluation_episodes": episodes,
+            },
+            parameters={
+                "params:data": data,
+                "params:evaluation": evaluation,
+                "params:variant": f"params:dpo.{dataset}.{variant}",
+            },
+            tags=[variant],
+        )
+        for variant in DPO_DATASETS[dataset]
+    ]
+    return Pipeline(sum(variants, nodes), tags=[dataset])
+
+
+def report_pipeline(datasets: tuple[str, ...]) -> Pipeline:
+    """All data sets' DPO metrics and comparisons in one table each, and the chart."""
+    return Pipeline(
+        [
+            node(
+                prepare_base_policy,
+                inputs={"base": "params:dpo.base"},
+                outputs="base_policy",
+                name="prepare_base_policy",
+            ),
+            node(
+                concat_reward_metrics,
+                inputs=[f"{d}_dpo_metrics" for d in datasets],
+                outputs="dpo_metrics",
+                name="concat_dpo_metrics",
+            ),
+            node(
+                concat_reward_comparisons,
+                inputs=[f"{d}_dpo_comparisons" for d in datasets],
+                outputs="dpo_comparisons",
+                name="concat_dpo_comparisons",
+            ),
+            node(
+                plot_dpo_accuracy,
+                inputs={"dpo_metrics": "dpo_metrics"},
+                outputs="dpo_accuracy_chart",
+                name="plot_dpo_accuracy",
+            ),
+        ]
+    )
+
+
+def create_pipeline(datasets: tuple[str, ...] = DEFAULT_DPO_DATASETS, **kwargs) -> Pipeline:
+    """The DPO pipeline over ``datasets`` (default: ``hh`` only, the CPU-sized run)."""
+    unknown = [d for d in datasets if d not in DPO_DATASETS]
+    if unknown:
+        raise ValueError(f"No DPO variants for data set(s) {unknown}; known: {list(DPO_DATASETS)}")
+    per_dataset = [dataset_pipeline(d) for d in datasets]
+    return sum(per_dataset, report_pipeline(tuple(datasets)))

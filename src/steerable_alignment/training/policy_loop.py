@@ -1,0 +1,994 @@
+"""DPO training of a policy on preference episodes (DESIGN.md §2-3), framework-free.
+
+Every optimiser step draws ``batch_episodes`` fresh episodes: a user type
+(an objective, uniformly from the configured ones), ``num_targets`` distinct
+pairs of the train split labelled with that user's choices, and a context
+size ``n`` uniform in ``[min_context, max_context]``; the first ``n``
+targets are the context (NP convention: context ⊆ targets), read by NP-DPO's
+context encoder as embeddings. The DPO loss is taken on every target, with
+chosen and rejected given by the user's choice, and averaged over the step's
+pairs; the step's episodes are split into ``grad_accum_steps`` micro-batches
+whose gradients add up to the full batch's.
+
+Around that: AdamW on the trainable weights only (LoRA, FiLM, encoder),
+optional warm-up/cosine schedule, bf16 autocast on CUDA only, validation
+loss (the DPO loss of targets outside the context, averaged over
+``val_context_sizes``) and implicit-reward accuracy every ``eval_every``
+steps on fixed seeded validation episodes, the best-by-validation-loss
+weights kept, reference log-probs computed once per (pair, side) and cached
+(:class:`ReferenceLogps`), and checkpoints every ``checkpoint_every`` steps
+from which a run started again with the same configuration resumes and ends
+exactly as an uninterrupted run would.
+
+Checkpoints (``<checkpoint_dir>/step-<NNNNNNNN>/``, written atomically):
+
+- ``trainable/``: the current trainable weights (:func:`save_trainable`,
+  loadable onto the base model with :func:`load_policy`);
+- ``state.safetensors``: optimiser moments, RNG and sampler states, the
+  reference cache, the best weights so far;
+- ``state.json``: step, history, best step/loss, scheduler and optimiser
+  hyper-parameters, and the run's signature (configs, base model, data
+  digest) checked on resume.
+
+Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from steerable_alignment.embedding.distributed import Processes, current_processes
+from steerable_alignment.episodes.sampler import make_evaluation_episodes, sample_distinct
+from steerable_alignment.evaluation.metrics import score_targets
+from steerable_alignment.evaluation.policy_metrics import (
+    PolicyData,
+    ReferenceLogps,
+    context_latents,
+    episode_choices,
+    pair_sequences,
+    predict_policy_episodes,
+)
+from steerable_alignment.models.config import ConfigError
+from steerable_alignment.policy.checkpoint import check_base_model, save_trainable
+from steerable_alignment.policy.config import PolicyConfig
+from steerable_alignment.policy.dpo import DPOOutput, dpo_loss
+from steerable_alignment.training.loop import (
+    DTYPES,
+    LR_SCHEDULES,
+    _lr_factor,
+    resolve_device,
+)
+
+if TYPE_CHECKING:
+    from steerable_alignment.policy.model import PolicyModel
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+TRAINABLE_DIR = "trainable"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+#: Settings that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("progress", "num_threads", "checkpoint_dir", "keep_checkpoints")
+
+
+@dataclass(frozen=True)
+class PolicyTrainingConfig:
+    """Hyper-parameters of one DPO training run (``params:<variant>.training``).
+
+    Attributes:
+        objectives: user types episodes are drawn from (None: all of the data's).
+        max_steps: optimiser steps.
+        batch_episodes: B, episodes per optimiser step.
+        grad_accum_steps: micro-batches per step (B must be a multiple); the
+            gradients add up to those of the whole step.
+        num_targets: T, target pairs per episode (the DPO loss is on all of them).
+        min_context, max_context: range of the context size (context ⊆ targets).
+        beta: β_dpo of the DPO loss (DESIGN.md §2).
+        lr, weight_decay, betas: AdamW settings (trainable weights only).
+        lr_schedule: ``constant`` or ``cosine`` (to ``min_lr_ratio``·lr);
+            ``warmup_steps`` of linear warm-up.
+        grad_clip: max gradient norm (None: no clipping).
+        eval_every: validate every this many steps (and at the last step).
+        val_episodes_per_objective: fixed validation episodes per objective.
+        val_context_sizes: context sizes averaged in the validation loss
+            (targets are never in the context).
+        batch_size: sequences per forward pass for reference log-probs and validation.
+        checkpoint_every: write a resumable checkpoint every this many steps
+            (and at the last step); 0 turns checkpoints off.
+        checkpoint_dir: where checkpoints go (None: no checkpoints).
+        keep_checkpoints: how many of the latest checkpoints to keep.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: autocast dtype on CUDA (``float32``, ``bfloat16``, ``float16``);
+            the CPU always computes in float32.
+        num_threads: torch intra-op threads on the CPU (None: leave as is).
+        seed: seeds episodes, validation episodes and dropout.
+        progress: show a progress bar.
+    """
+
+    objectives: tuple[str, ...] | None = None
+    max_steps: int = 100
+    batch_episodes: int = 2
+    grad_accum_steps: int = 1
+    num_targets: int = 11
+    min_context: int = 0
+    max_context: int = 10
+    beta: float = 0.05
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    eval_every: int = 50
+    val_episodes_per_objective: int = 8
+    val_context_sizes: tuple[int, ...] = (0, 3, 10)
+    batch_size: int = 16
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int = 1
+    device: str = "auto"
+    dtype: str = "float32"
+    num_threads: int | None = None
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any], prefix: str = "training"
+    ) -> PolicyTrainingConfig:
+        """Build and validate from a parameters mapping.
+
+        Raises:
+            ConfigError: naming the offending parameter.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(
+                f"Parameter '{prefix}' has unknown key(s) {unknown}; valid keys: {sorted(known)}"
+            )
+        values = dict(params)
+        for key in ("objectives", "betas", "val_context_sizes"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        config = cls(**values)
+        config.validate(prefix)
+        return config
+
+    def validate(self, prefix: str = "training") -> None:
+        """Raise :class:`ConfigError` naming the first invalid parameter."""
+
+        def fail(key: str, message: str) -> ConfigError:
+            return ConfigError(f"Parameter '{prefix}.{key}': {message}")
+
+        positive = ["max_steps", "batch_episodes", "grad_accum_steps", "num_targets"]
+        positive += ["eval_every", "val_episodes_per_objective", "batch_size", "keep_checkpoints"]
+        for key in positive:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise fail(key, f"must be a positive integer, got {value!r}")
+        if self.batch_episodes % self.grad_accum_steps:
+            raise fail(
+                "grad_accum_steps",
+                f"must divide batch_episodes ({self.batch_episodes}), got {self.grad_accum_steps}",
+            )
+        if not 0 <= self.min_context <= self.max_context:
+            raise fail("min_context", f"must be in [0, max_context={self.max_context}]")
+        if self.max_context >= self.num_targets:
+            raise fail(
+                "max_context",
+                f"must be smaller than num_targets ({self.num_targets}) because the context is "
+                f"drawn from the targets, got {self.max_context}",
+            )
+        if not self.val_context_sizes or any(
+            n < 0 or n > self.max_context for n in self.val_context_sizes
+        ):
+            raise fail("val_context_sizes", f"each must be in [0, max_context={self.max_context}]")
+        for key in ("beta", "lr"):
+            if not getattr(self, key) > 0:
+                raise fail(key, f"must be > 0, got {getattr(self, key)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise fail("lr_schedule", f"expected one of {list(LR_SCHEDULES)}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise fail("grad_clip", f"must be > 0 or null, got {self.grad_clip}")
+        if self.checkpoint_every < 0:
+            raise fail("checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise fail("checkpoint_dir", "is needed when checkpoint_every > 0")
+        if self.dtype not in DTYPES:
+            raise fail("dtype", f"expected one of {list(DTYPES)}, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise fail("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples as lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+@dataclass(frozen=True)
+class PolicyEpisodes:
+    """A batch of training episodes as pair rows.
+
+    Attributes:
+        rows: (B, T) long target pair rows; the first ``num_context[b]`` are
+            the context of episode b.
+        objective: (B,) long objective column of each episode's user.
+        num_context: (B,) long context size of each episode.
+    """
+
+    rows: torch.Tensor
+    objective: torch.Tensor
+    num_context: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def slice(self, start: int, stop: int) -> PolicyEpisodes:
+        return PolicyEpisodes(
+            self.rows[start:stop], self.objective[start:stop], self.num_context[start:stop]
+        )
+
+
+class PolicyEpisodeSampler:
+    """Fresh training episodes on index tensors, reproducible from a seed (DESIGN.md §3).
+
+    Args:
+        split_rows: (P,) long rows of the split to draw from.
+        objective_ids: (K',) long objective columns users are drawn from.
+        num_targets: T pairs per episode.
+        min_context, max_context: the context size is uniform in this range.
+        seed: seeds the sampler's own generator.
+    """
+
+    def __init__(
+        self,
+        split_rows: torch.Tensor,
+        objective_ids: torch.Tensor,
+        num_targets: int,
+        min_context: int,
+        max_context: int,
+        seed: int,
+    ) -> None:
+        self.split_rows = split_rows.cpu()
+        self.objective_ids = objective_ids.cpu()
+        self.num_targets = num_targets
+        self.min_context = min_context
+        self.max_context = max_context
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, batch_size: int) -> PolicyEpisodes:
+        g = self.generator
+        picks = sample_distinct(
+            len(self.split_rows), (batch_size, self.num_targets), g, torch.device("cpu")
+        )  # (B, T)
+        pick = torch.randint(len(self.objective_ids), (batch_size,), generator=g)
+        num_context = torch.randint(
+            self.min_context, self.max_context + 1, (batch_size,), generator=g
+        )
+        return PolicyEpisodes(self.split_rows[picks], self.objective_ids[pick], num_context)
+
+
+def cuda_autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA only; the CPU computes in float32."""
+    if device.type != "cuda" or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def episode_dpo_loss(
+    policy: PolicyModel,
+    data: PolicyData,
+    reference: ReferenceLogps,
+    episodes: PolicyEpisodes,
+    beta: float,
+    device: torch.device,
+) -> DPOOutput:
+    """The DPO loss of every target of training episodes (with gradients).
+
+    Chosen/rejected follow the episode user's choice; NP-DPO conditions every
+    target of an episode on the latent of its context (the first
+    ``num_context`` targets).
+
+    Returns:
+        A :class:`DPOOutput` over the B·T targets, episode-major.
+    """
+    rows = episodes.rows  # (B, T)
+    num_episodes, num_targets = rows.shape
+    choices = data.choices[rows, episodes.objective.unsqueeze(1)]  # (B, T)
+    z = None
+    if policy.config.uses_context:
+        slots = int(episodes.num_context.max()) if num_episodes else 0
+        mask = torch.arange(slots).unsqueeze(0) < episodes.num_context.unsqueeze(1)  # (B, N)
+        z = context_latents(policy, data, rows[:, :slots], choices[:, :slots], mask, device)
+        z = z.repeat_interleave(num_targets, 0)  # (B·T, Z)
+    flat_rows = rows.flatten()  # (B·T,)
+    chosen_side = choices.flatten()  # (B·T,)
+    rejected_side = 1 - chosen_side
+    chosen = pair_sequences(data.sequences, flat_rows, chosen_side).to(device)
+    rejected = pair_sequences(data.sequences, flat_rows, rejected_side).to(device)
+    policy_chosen, policy_rejected = policy.pair_logps(chosen, rejected, z)  # (B·T,) each
+    return dpo_loss(
+        policy_chosen,
+        policy_rejected,
+        reference.gather(flat_rows, chosen_side).to(device),
+        reference.gather(flat_rows, rejected_side).to(device),
+        beta,
+    )
+
+
+def validate_policy(
+    policy: PolicyModel,
+    data: PolicyData,
+    reference: ReferenceLogps,
+    episodes: Any,
+    context_sizes: tuple[int, ...],
+    beta: float,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[float, float]:
+    """Mean DPO loss and implicit-reward accuracy over ``context_sizes`` on fixed episodes.
+
+    The loss of a target is the NLL of its implicit-reward preference,
+    ``−log σ(r_chosen − r_rejected)``. A policy that reads no context is
+    scored once (its value is the same at every context size).
+    """
+    choices = episode_choices(data, episodes)  # (E, T)
+    sizes = context_sizes if policy.config.uses_context else context_sizes[:1]
+    losses, accuracies = [], []
+    with cuda_autocast(device, dtype):
+        for n in sizes:
+            prob_b = predict_policy_episodes(
+                policy, data, reference, episodes, n, beta, batch_size, device
+            )
+            correct, nll = score_targets(prob_b, choices)
+            losses.append(float(nll.mean()))
+            accuracies.append(float(correct.mean()))
+    return sum(losses) / len(losses), sum(accuracies) / len(accuracies)
+
+
+@dataclass(frozen=True)
+class TrainedPolicy:
+    """A policy's trainable weights, detached from the base model (the saved artefact).
+
+    Duck-types what :func:`save_trainable` reads from a :class:`PolicyModel`
+    (``config``, ``base_model_name``, ``base_fingerprint``,
+    ``trainable_parameters()``), so it is written in the same format and the
+    folder loads with :func:`load_policy`.
+
+    Attributes:
+        config: the policy's config.
+        base_model_name: the base model's name or path.
+        base_fingerprint: its architecture facts (checked when loading).
+        state: trainable parameter name -> CPU tensor.
+        beta: β_dpo it was trained with (scales the implicit reward).
+        info: training facts (best step, steps, ...), JSON-serialisable.
+    """
+
+    config: PolicyConfig
+    base_model_name: str
+    base_fingerprint: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    beta: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_policy(cls, policy: PolicyModel, beta: float, **info: Any) -> TrainedPolicy:
+        state = {k: v.detach().cpu().clone() for k, v in policy.trainable_parameters().items()}
+        return cls(
+            policy.config, policy.base_model_name, dict(policy.base_fingerprint), state, beta, info
+        )
+
+    def trainable_parameters(self) -> dict[str, torch.Tensor]:
+        return self.state
+
+    def build(self, base_model: Any, base_model_name: str | None = None) -> PolicyModel:
+        """The policy around ``base_model`` (wrapped in place) with these weights.
+
+        Raises:
+            BaseModelMismatchError: ``base_model`` is not the one it was trained on.
+        """
+        from steerable_alignment.policy.model import PolicyModel
+
+        name = base_model_name or getattr(base_model, "name_or_path", "") or "<unnamed>"
+        record = {"name": self.base_model_name, "fingerprint": self.base_fingerprint}
+        check_base_model(record, base_model, name)
+        policy = PolicyModel(self.config, base_model, base_model_name=name)
+        expected = set(policy.trainable_parameters())
+        missing, unexpected = sorted(expected - set(self.state)), sorted(set(self.state) - expected)
+        if missing or unexpected:
+            raise ConfigError(
+                f"The trained policy's weights do not match its config: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+        policy.load_state_dict(self.state, strict=False)
+        return policy
+
+
+@dataclass
+class PolicyTrainingResult:
+    """The trained policy (best validation weights loaded) and its history.
+
+    Attributes:
+        policy: the policy holding its best validation weights.
+        history: one dict per validation (step, train_loss, train_accuracy,
+            val_loss, val_accuracy, lr, seconds).
+        best_step: the step whose weights were kept.
+        reference: the reference log-probs computed (or given).
+        resumed_from: the step a checkpoint resumed from (0: a fresh run).
+    """
+
+    policy: PolicyModel
+    history: list[dict[str, float]]
+    best_step: int
+    reference: ReferenceLogps
+    resumed_from: int = 0
+
+
+@dataclass
+class _LoopState:
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    best_loss: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    running_loss: float = 0.0
+    running_accuracy: float = 0.0
+    running_steps: int = 0
+    seconds: float = 0.0
+
+
+def data_digest(data: PolicyData) -> str:
+    """A short hash of the tokens, choices and splits a run trains on."""
+    digest = hashlib.sha256()
+    for tensor in (
+        data.sequences.pair_id,
+        data.sequences.input_ids,
+        data.sequences.response_start,
+        data.sequences.response_len,
+        data.choices,
+        *(data.splits[s] for s in sorted(data.splits)),
+    ):
+        digest.update(tensor.contiguous().numpy().tobytes())
+    if data.embeddings is not None:
+        digest.update(data.embeddings.float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _signature(config: PolicyTrainingConfig, policy: PolicyModel, data: PolicyData) -> dict:
+    training = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    return {
+        "training": training,
+        "policy": policy.config.to_dict(),
+        "base_model": policy.base_fingerprint,
+        "data": {
+            "pairs": len(data),
+            "objectives": list(data.objectives),
+            "digest": data_digest(data),
+        },
+    }
+
+
+def _check_data(policy: PolicyModel, data: PolicyData, config: PolicyTrainingConfig) -> None:
+    """Fail before any work when the data cannot train this policy with this config."""
+    if policy.config.uses_context:
+        if data.embeddings is None:
+            raise ConfigError(
+                f"a {policy.config.type} policy reads context embeddings but the data has none "
+                "(the data set's 'features' from the embedding pipeline)"
+            )
+        policy.check_context_embeddings(data.embeddings)
+    needed = {
+        "train": config.num_targets,
+        "validation": config.max_context + config.num_targets,
+    }
+    for split, count in needed.items():
+        rows = data.splits.get(split, torch.empty(0, dtype=torch.long))
+        if len(rows) < count:
+            raise ConfigError(
+                f"Parameters 'training.num_targets'/'training.max_context': an episode needs "
+                f"{count} distinct pairs but the {split} split has {len(rows)} tokenised pairs"
+            )
+
+
+def train_policy(
+    policy: PolicyModel,
+    data: PolicyData,
+    config: PolicyTrainingConfig,
+    reference: ReferenceLogps | None = None,
+) -> PolicyTrainingResult:
+    """Train a DPO policy on episodes of ``data``'s train split (module docstring).
+
+    Args:
+        policy: a fresh :class:`PolicyModel` (trained in place).
+        data: the tokenised pairs, choices, splits and context embeddings.
+        config: the training configuration.
+        reference: precomputed reference log-probs (rows of ``data``; NaN
+            where unknown); missing ones are computed when first needed.
+
+    Returns:
+        The policy holding its best validation weights, and the history.
+
+    Raises:
+        ConfigError: bad data for this policy (e.g. context embeddings whose
+            size does not fit the encoder), a split too small, or a
+            checkpoint made with another configuration.
+    """
+    _check_data(policy, data, config)
+    processes = current_processes(config.device)
+    world, rank = processes.count, processes.index
+    if config.batch_episodes % (config.grad_accum_steps * world):
+        raise ConfigError(
+            f"Parameter 'training.batch_episodes': {config.batch_episodes} episodes per step "
+            f"must split evenly over {world} process(es) x {config.grad_accum_steps} "
+            "micro-batch(es) ('training.grad_accum_steps')"
+        )
+    device = _process_device(config.device, processes)
+    dtype = DTYPES[config.dtype]
+    if dtype != torch.float32 and device.type != "cuda":
+        logger.warning("training.dtype=%s applies on CUDA only; the CPU runs float32", config.dtype)
+    if config.num_threads is not None and device.type == "cpu":
+        torch.set_num_threads(config.num_threads)
+    objectives = config.objectives or data.objectives
+    objective_ids = data.objective_ids(objectives)
+    reference = reference or ReferenceLogps.empty(len(data))
+    if len(reference) != len(data):
+        raise ValueError(f"reference log-probs have {len(reference)} rows, the data {len(data)}")
+    policy.to(device)
+    sampler = PolicyEpisodeSampler(
+        data.splits["train"],
+        objective_ids,
+        config.num_targets,
+        config.min_context,
+        config.max_context,
+        seed=config.seed,
+    )
+    val_episodes = make_evaluation_episodes(
+        data.splits["validation"],
+        objective_ids,
+        config.val_episodes_per_objective,
+        config.num_targets,
+        config.max_context,
+        seed=config.seed + 1,
+    )
+    trainable = policy.trainable_parameters()
+    optimiser = torch.optim.AdamW(
+        list(trainable.values()),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        betas=config.betas,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(config, step))
+    signature = _signature(config, policy, data)
+    state = _LoopState()
+    checkpoints = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    latest = _latest_checkpoint(checkpoints) if checkpoints else None
+    rng_state: dict[str, torch.Tensor] | None = None
+    if latest is not None:
+        state, rng_state = _load_checkpoint(
+            latest, signature, policy, optimiser, scheduler, sampler, reference, device, rank
+        )
+        logger.info("Resuming from %s (step %d of %d)", latest, state.step, config.max_steps)
+    resumed_from = state.step
+
+    def reference_fn(batch: Any) -> torch.Tensor:
+        with cuda_autocast(device, dtype):
+            return policy.reference_logps(batch)
+
+    computed = reference.ensure(
+        val_episodes.rows.flatten(), reference_fn, data.sequences, config.batch_size, device
+    )
+    logger.info(
+        "Training a %s policy for %d steps on %s (%s, %d process(es)): %d episodes x %d targets "
+        "per step, context %d-%d, %d micro-batch(es) per process; %d validation episodes (%d "
+        "reference pairs computed)",
+        policy.config.type,
+        config.max_steps,
+        device,
+        config.dtype if device.type == "cuda" else "float32",
+        world,
+        config.batch_episodes,
+        config.num_targets,
+        config.min_context,
+        config.max_context,
+        config.grad_accum_steps,
+        len(val_episodes),
+        computed,
+    )
+    devices = [device] if device.type == "cuda" else []
+    local = config.batch_episodes // world  # this process's episodes of each step
+    micro = local // config.grad_accum_steps
+    pairs_per_step = config.batch_episodes * config.num_targets
+    started = time.perf_counter() - state.seconds
+    with torch.random.fork_rng(devices=devices):
+        if rng_state is None:
+            torch.manual_seed(config.seed + 2 + rank)  # dropout differs between processes
+        else:
+            _set_rng_state(rng_state, device)
+        policy.train()
+        bar = tqdm(
+            range(state.step + 1, config.max_steps + 1),
+            desc=f"train {policy.config.type}",
+            initial=state.step,
+            total=config.max_steps,
+            disable=not (config.progress and processes.is_main),
+            mininterval=2.0,
+        )
+        for step in bar:
+            episodes = sampler.sample(config.batch_episodes)  # the same on every process
+            reference.ensure(
+                episodes.rows.flatten(), reference_fn, data.sequences, config.batch_size, device
+            )
+            optimiser.zero_grad(set_to_none=True)
+            totals = torch.zeros(2, dtype=torch.float64)  # loss, correct pairs
+            for start in range(rank * local, (rank + 1) * local, micro):
+                with cuda_autocast(device, dtype):
+                    out = episode_dpo_loss(
+                        policy,
+                        data,
+                        reference,
+                        episodes.slice(start, start + micro),
+                        config.beta,
+                        device,
+                    )
+                    loss = out.loss.float().sum() / pairs_per_step
+                loss.backward()
+                totals += torch.tensor([float(loss.detach()), float(out.accuracy.sum())])
+            if world > 1:
+                _all_reduce_gradients(list(trainable.values()))
+                totals = _all_reduce_sum(totals, device)
+            step_loss, step_correct = totals.tolist()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(list(trainable.values()), config.grad_clip)
+            optimiser.step()
+            scheduler.step()
+            state.step = step
+            state.running_loss += float(step_loss)
+            state.running_accuracy += float(step_correct) / pairs_per_step
+            state.running_steps += 1
+            if step % config.eval_every == 0 or step == config.max_steps:
+                _validate(
+                    policy,
+                    data,
+                    reference,
+                    val_episodes,
+                    config,
+                    state,
+                    optimiser,
+                    device,
+                    dtype,
+                    started,
+                    processes,
+                )
+                last = state.history[-1]
+                bar.set_postfix(loss=f"{last['train_loss']:.4f}", val=f"{last['val_loss']:.4f}")
+            if (
+                checkpoints is not None
+                and config.checkpoint_every
+                and (step % config.checkpoint_every == 0 or step == config.max_steps)
+            ):
+                state.seconds = time.perf_counter() - started
+                _save_checkpoint(
+                    checkpoints,
+                    config,
+                    signature,
+                    state,
+                    policy,
+                    optimiser,
+                    scheduler,
+                    sampler,
+                    reference,
+                    device,
+                    processes,
+                )
+    if state.best_state is not None:
+        policy.load_state_dict({k: v.to(device) for k, v in state.best_state.items()}, strict=False)
+    logger.info(
+        "Kept the weights of step %d (best validation loss %.4f)", state.best_step, state.best_loss
+    )
+    return PolicyTrainingResult(policy, state.history, state.best_step, reference, resumed_from)
+
+
+def _validate(
+    policy: PolicyModel,
+    data: PolicyData,
+    reference: ReferenceLogps,
+    val_episodes: Any,
+    config: PolicyTrainingConfig,
+    state: _LoopState,
+    optimiser: torch.optim.Optimizer,
+    device: torch.device,
+    dtype: torch.dtype,
+    started: float,
+    processes: Processes,
+) -> None:
+    val_loss, val_acc = validate_policy(
+        policy,
+        data,
+        reference,
+        val_episodes,
+        config.val_context_sizes,
+        config.beta,
+        config.batch_size,
+        device,
+        dtype,
+    )
+    if processes.count > 1:  # every process keeps the same best step
+        import torch.distributed as dist
+
+        scores = torch.tensor([val_loss, val_acc], dtype=torch.float64, device=device)
+        dist.broadcast(scores, 0)
+        val_loss, val_acc = scores.tolist()
+    policy.train()
+    if val_loss < state.best_loss:
+        state.best_loss, state.best_step = val_loss, state.step
+        state.best_state = {
+            k: v.detach().cpu().clone() for k, v in policy.trainable_parameters().items()
+        }
+    count = max(state.running_steps, 1)
+    state.history.append(
+        {
+            "step": state.step,
+            "train_loss": state.running_loss / count,
+            "train_accuracy": state.running_accuracy / count,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": optimiser.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    state.running_loss = state.running_accuracy = 0.0
+    state.running_steps = 0
+    log = logger.info if processes.is_main else logger.debug
+    log(
+        "step %d: train loss %.4f, val loss %.4f, val implicit-reward accuracy %.4f",
+        state.step,
+        state.history[-1]["train_loss"],
+        val_loss,
+        val_acc,
+    )
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+def _latest_checkpoint(directory: Path) -> Path | None:
+    """The complete checkpoint with the highest step (atomic writes: all found are complete)."""
+    if not directory.is_dir():
+        return None
+    steps = [p for p in directory.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
+    return max(steps, key=lambda p: p.name) if steps else None
+
+
+def _process_device(name: str, processes: Processes) -> torch.device:
+    """The config's device; under a launcher with CUDA, this process's own GPU."""
+    if processes.count > 1 and name != "cpu" and torch.cuda.is_available():
+        device = torch.device("cuda", processes.local_index)
+        if name.startswith("cuda:"):
+            logger.warning(
+                "training.device=%s ignored: process %d uses %s", name, processes.index, device
+            )
+        torch.cuda.set_device(device)
+        return device
+    return resolve_device(name)
+
+
+def _all_reduce_sum(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The sum of ``values`` over every process (a CPU tensor back)."""
+    import torch.distributed as dist
+
+    values = values.to(device)
+    dist.all_reduce(values)
+    return values.cpu()
+
+
+def _all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Sum every process's gradients (one flat all-reduce); each process held its share of
+    the step's loss, so the sums are the whole step's gradients.
+
+    A parameter no process touched keeps ``grad = None`` (as in one process),
+    so the optimiser skips it everywhere alike.
+    """
+    import torch.distributed as dist
+
+    device = params[0].device
+    flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in params]
+    )  # (sum of numel,)
+    dist.all_reduce(flags)
+    dist.all_reduce(flat)
+    offset = 0
+    for param, flag in zip(params, flags.tolist(), strict=True):
+        size = param.numel()
+        param.grad = flat[offset : offset + size].view_as(param).to(param.dtype) if flag else None
+        offset += size
+
+
+def _rng_tensors(device: torch.device, processes: Processes) -> dict[str, torch.Tensor]:
+    """Every process's RNG states (a collective call), as ``rng.<rank>.torch|cuda``."""
+    local = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        local["cuda"] = torch.cuda.get_rng_state(device)
+    if processes.count == 1:
+        return {f"rng.0.{k}": v for k, v in local.items()}
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * processes.count
+    dist.all_gather_object(gathered, {k: v.cpu() for k, v in local.items()})
+    return {f"rng.{rank}.{k}": v for rank, states in enumerate(gathered) for k, v in states.items()}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(tensors["torch"])
+    if device.type == "cuda" and "cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda"], device)
+
+
+def _save_checkpoint(
+    directory: Path,
+    config: PolicyTrainingConfig,
+    signature: dict[str, Any],
+    state: _LoopState,
+    policy: PolicyModel,
+    optimiser: torch.optim.Optimizer,
+    scheduler: Any,
+    sampler: PolicyEpisodeSampler,
+    reference: ReferenceLogps,
+    device: torch.device,
+    processes: Processes,
+) -> Path:
+    """Write ``step-<N>/`` atomically, then drop checkpoints beyond ``keep_checkpoints``.
+
+    Every process calls it (the RNG states are gathered); the main process writes.
+    """
+    from safetensors.torch import save_file
+
+    from steerable_alignment.policy_data.base_model import atomic_directory
+
+    rng = _rng_tensors(device, processes)
+    target = directory / f"step-{state.step:08d}"
+    if not processes.is_main:
+        processes.wait()
+        return target
+    optimiser_state = optimiser.state_dict()
+    tensors: dict[str, torch.Tensor] = {
+        **rng,
+        "sampler.generator": sampler.generator.get_state(),
+        "reference.values": reference.values,
+        "reference.known": reference.known.to(torch.uint8),
+    }
+    for index, values in optimiser_state["state"].items():
+        for key, value in values.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu()
+    for name, value in (state.best_state or {}).items():
+        tensors[f"best.{name}"] = value
+    meta = {
+        "format_version": CHECKPOINT_FORMAT,
+        "signature": signature,
+        "step": state.step,
+        "history": state.history,
+        "best_step": state.best_step,
+        "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,
+        "has_best_state": state.best_state is not None,
+        "running": [state.running_loss, state.running_accuracy, state.running_steps],
+        "seconds": state.seconds,
+        "optimizer_param_groups": optimiser_state["param_groups"],
+        "scheduler": scheduler.state_dict(),
+        "processes": processes.count,
+    }
+    with atomic_directory(target) as tmp:
+        save_trainable(policy, tmp / TRAINABLE_DIR)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))
+        (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")  # keeps key order
+    old = sorted(p for p in directory.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
+    for path in old[: -config.keep_checkpoints]:
+        shutil.rmtree(path, ignore_errors=True)
+    logger.info("Checkpoint at step %d: %s", state.step, target)
+    processes.wait()
+    return target
+
+
+def _load_checkpoint(
+    path: Path,
+    signature: dict[str, Any],
+    policy: PolicyModel,
+    optimiser: torch.optim.Optimizer,
+    scheduler: Any,
+    sampler: PolicyEpisodeSampler,
+    reference: ReferenceLogps,
+    device: torch.device,
+    rank: int = 0,
+) -> tuple[_LoopState, dict[str, torch.Tensor] | None]:
+    """Restore everything :func:`_save_checkpoint` wrote; returns the loop state and RNG states.
+
+    Raises:
+        ConfigError: the checkpoint was made with another configuration or data.
+    """
+    from safetensors.torch import load_file
+
+    from steerable_alignment.policy.checkpoint import load_trainable
+
+    meta = json.loads((path / STATE_JSON).read_text())
+    if meta.get("format_version") != CHECKPOINT_FORMAT:
+        raise ConfigError(
+            f"{path}: checkpoint format {meta.get('format_version')!r}, this code reads "
+            f"{CHECKPOINT_FORMAT}"
+        )
+    saved = meta["signature"]
+    if saved != signature:
+        differ = _differences(saved, signature)
+        raise ConfigError(
+            f"{path} was written by a run with another configuration or data; differences "
+            f"(checkpoint, now): {differ}. Use another 'training.checkpoint_dir' (or delete "
+            f"{path.parent}) to start afresh"
+        )
+    load_trainable(policy, path / TRAINABLE_DIR)
+    tensors = load_file(str(path / STATE_TENSORS))
+    optimiser_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            optimiser_state.setdefault(int(index), {})[name] = value
+    groups = meta["optimizer_param_groups"]
+    for group in groups:
+        group["betas"] = tuple(group["betas"])
+    optimiser.load_state_dict({"state": optimiser_state, "param_groups": groups})
+    scheduler.load_state_dict(meta["scheduler"])
+    sampler.generator.set_state(tensors["sampler.generator"])
+    reference.values.copy_(tensors["reference.values"])
+    reference.known.copy_(tensors["reference.known"].bool())
+    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+    running_loss, running_accuracy, running_steps = meta["running"]
+    state = _LoopState(
+        step=int(meta["step"]),
+        history=meta["history"],
+        best_step=int(meta["best_step"]),
+        best_loss=math.inf if meta["best_loss"] is None else float(meta["best_loss"]),
+        best_state=best if meta["has_best_state"] else None,
+        running_loss=float(running_loss),
+        running_accuracy=float(running_accuracy),
+        running_steps=int(running_steps),
+        seconds=float(meta["seconds"]),
+    )
+    prefix = f"rng.{rank}."
+    rng = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not rng:
+        logger.warning(
+            "%s was written by %d process(es); process %d starts a fresh dropout RNG stream",
+            path,
+            meta.get("processes", 1),
+            rank,
+        )
+        fresh = torch.Generator().manual_seed(int(meta["step"]) * 1000 + rank)
+        return state, {"torch": fresh.get_state()}
+    return state, rng
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out: dict[str, Any] = {}
+        for key in sorted(set(saved) | set(now)):
+            out.update(_differences(saved.get(key), now.get(key), f"{prefix}{key}."))
+        return out
+    return {} if saved == now else {prefix.rstrip("."): (saved, now)}

