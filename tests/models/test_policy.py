@@ -153,6 +153,55 @@ def test_one_copy_of_the_base_weights(base_folder):
     assert frozen and all("lora_" not in n and "film" not in n for n in frozen)
 
 
+def _reachable_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Every parameter and buffer of ``module``'s tree, duplicates included, plus tensors and
+    modules kept as plain attributes (e.g. a reference model hidden in a list)."""
+    tensors = [p for _, p in module.named_parameters(remove_duplicate=False)]
+    tensors += [b for _, b in module.named_buffers(remove_duplicate=False)]
+    for sub in module.modules():
+        stack = [v for k, v in vars(sub).items() if not k.startswith("_")]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, torch.nn.Module):
+                tensors += [*value.parameters(), *value.buffers()]
+            elif isinstance(value, torch.Tensor):
+                tensors.append(value)
+            elif isinstance(value, list | tuple | set):
+                stack.extend(value)
+            elif isinstance(value, dict):
+                stack.extend(value.values())
+    return tensors
+
+
+def _unique_numel(tensors: list[torch.Tensor]) -> int:
+    """Elements of distinct storages (tied or shared tensors count once)."""
+    storages = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes() // tensor.element_size()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("policy_type", ["np_dpo", "btl_dpo"])
+def test_the_whole_policy_holds_one_copy_of_the_base_weights(base_folder, policy_type):
+    base = load_causal_lm(base_folder)
+    base_storages = {t.untyped_storage().data_ptr() for t in _reachable_tensors(base)}
+    num_base = _unique_numel(_reachable_tensors(base))
+    torch.manual_seed(0)
+    policy = PolicyModel(_config(type=policy_type, film_layers="all"), base)
+    trainable = list(policy.trainable_parameters().values())
+    assert policy.film is None or sum(p.numel() for p in policy.film.parameters()) > 0
+    num_trainable = _unique_numel(trainable)
+    tensors = _reachable_tensors(policy)
+    # peft wrapper, LoRA, FiLM, encoder and the base model, counted by storage
+    assert _unique_numel(tensors) <= (num_base + num_trainable) * 1.01
+    # ... and besides the trainable weights, every tensor is one the base model had (wrapped
+    # in place: no reference copy, no cast copy)
+    trainable_storages = {p.untyped_storage().data_ptr() for p in trainable}
+    others = {t.untyped_storage().data_ptr() for t in tensors} - trainable_storages
+    assert others <= base_storages
+
+
 def test_logits_at_response_positions_equal_full_logits_on_the_model(base_folder, chosen):
     base = load_causal_lm(base_folder)
     ids, mask = chosen.input_ids, chosen.attention_mask

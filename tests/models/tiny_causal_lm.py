@@ -1,9 +1,20 @@
-"""A tiny random causal LM and chat tokenizer for the policy tests (built offline, < 1 s).
+"""Tiny random causal LMs and chat tokenizers for the policy tests (built offline, < 1 s).
 
-A BPE tokenizer is trained on a small word list with ``tokenizers`` and given
-a chat template; a random Qwen2 (or Llama) config with 2 blocks of width 64
-gives the model. ``save_tiny_causal_lm`` writes both with ``save_pretrained``
-so code under test can load the base model from a folder, as it would a real one.
+One module for every test that needs an LLM. Two tokenizer flavours, both
+trained here with ``tokenizers``:
+
+- :func:`tiny_tokenizer`: a whitespace BPE over :data:`WORDS` with a small
+  custom chat template (the policy-model and DPO-loop tests);
+- :func:`chatml_tokenizer`: a byte-level BPE (decoding gives back the exact
+  text) with ChatML's special tokens and template, like SmolLM2-Instruct's and
+  Qwen2-Instruct's, over :data:`CHATML_WORDS` or a given corpus (the
+  tokenisation, base-model and pipeline tests).
+
+A random Qwen2 (or Llama) config with 2 blocks of width 64 gives the model
+(:func:`build_tiny_causal_lm`, :func:`tiny_model` for a given tokenizer).
+``save_tiny_causal_lm`` / ``save_tiny_base_policy`` write a model and its
+tokenizer with ``save_pretrained`` so code under test loads the base model
+from a folder, as it would a real one.
 """
 
 from __future__ import annotations
@@ -26,8 +37,34 @@ WORDS = (
 ).split()
 
 
+# ChatML, as SmolLM2-Instruct and Qwen2-Instruct render it (without a default system turn).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Renders the assistant turn differently from the generation prompt, so the
+# prompt part is not a token prefix of the full sequence.
+PREFIX_BREAKING_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant: ' + message['content'] + '<|im_end|>' }}"
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CHATML_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHATML_WORDS = (
+    "the a an to of and is it you your how what why when should I do can boil pasta water "
+    "salt minutes first then finally as far as know not sure this is certainly true false "
+    "cook bake bread oven garden plant tree soil sun rain learn code python function test "
+    "bug error fix run read write small large quick slow good bad helpful honest answer"
+).split()
+
+
 def tiny_tokenizer():
-    """A fast BPE tokenizer with chat special tokens and a chat template."""
+    """A fast whitespace BPE tokenizer over :data:`WORDS` with a small chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -68,6 +105,47 @@ def tiny_config(vocab_size: int, model_type: str = "qwen2", **overrides: Any):
     return config_class(**{**values, **overrides})
 
 
+def chatml_tokenizer(
+    chat_template: str | None = CHATML_TEMPLATE,
+    corpus: Sequence[str] | None = None,
+    vocab_size: int = 400,
+):
+    """A fast byte-level BPE tokenizer with ChatML special tokens and ``chat_template``.
+
+    Args:
+        chat_template: the template (None: no template).
+        corpus: texts to train on (default: sentences of :data:`CHATML_WORDS`);
+            with a large ``vocab_size`` most of their words become one token.
+        vocab_size: the BPE vocabulary size.
+
+    ``<|im_end|>`` is the eos token (as in SmolLM2-Instruct); ``<|endoftext|>`` pads.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=CHATML_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    if corpus is None:
+        words = CHATML_WORDS
+        corpus = [" ".join(words), *(" ".join(words[i::7]) + "." for i in range(7))] * 20
+    backend.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
 def build_tiny_causal_lm(
     vocab_size: int, seed: int = 0, model_type: str = "qwen2", **overrides: Any
 ):
@@ -90,6 +168,25 @@ def save_tiny_causal_lm(
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_model(tokenizer, seed: int = 0, model_type: str = "qwen2", **overrides: Any):
+    """A random 2-block causal LM over ``tokenizer``'s vocabulary and special tokens."""
+    special = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    return build_tiny_causal_lm(len(tokenizer), seed, model_type, **{**special, **overrides})
+
+
+def save_tiny_base_policy(folder: Path, corpus: Sequence[str], seed: int = 0) -> Path:
+    """A base policy folder: a ChatML tokenizer trained on ``corpus`` (most of its words one
+    token, so real texts stay short) and a random 2-block Qwen2 over it."""
+    tokenizer = chatml_tokenizer(corpus=corpus, vocab_size=2000)
+    tiny_model(tokenizer, seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
 
 
 def load_causal_lm(folder: Path):

@@ -31,9 +31,8 @@ from steerable_alignment.pipelines.ultrafeedback.nodes import (
 from steerable_alignment.policy import load_policy
 from steerable_alignment.training.policy_loop import PolicyTrainingConfig, TrainedPolicy
 from tests.conftest import PROJECT_ROOT
-from tests.models.tiny_causal_lm import build_tiny_causal_lm
+from tests.models.tiny_causal_lm import save_tiny_base_policy
 from tests.pipelines.helpers import config_loader, memory_catalog
-from tests.policy_data.tiny_lm import CHATML_TEMPLATE
 
 VARIANTS = DPO_DATASETS["hh"]
 FEATURE_DIM = 16
@@ -44,33 +43,6 @@ def _tiny_hh_pairs() -> pd.DataFrame:
     params = copy.deepcopy(config_loader("test")["parameters"]["ultrafeedback"])
     params["source"]["generated"]["n_prompts"] = 60
     return build_preference_pairs(load_ultrafeedback_raw(params["source"]), params["hh"])
-
-
-def _save_tiny_base(folder, texts) -> None:
-    """A ChatML tokenizer trained on ``texts`` (most words one token) and a random 2-block Qwen2."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    special = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1500, special_tokens=special))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token="<unk>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    model = build_tiny_causal_lm(
-        len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +61,7 @@ def tiny_source(hh, tmp_path_factory):
     pairs, _ = hh
     folder = tmp_path_factory.mktemp("tiny_base_source")
     texts = pd.concat([pairs["prompt"], pairs["response_a"], pairs["response_b"]]).tolist()
-    _save_tiny_base(folder, texts)
+    save_tiny_base_policy(folder, texts)
     return folder
 
 

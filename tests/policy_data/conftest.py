@@ -1,15 +1,16 @@
-"""Fixtures for the policy data tests: the tiny ChatML tokenizer and model (tiny_lm.py)."""
+"""Fixtures for the policy data tests: the tiny ChatML tokenizer and model
+(tests/models/tiny_causal_lm.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.policy_data.tiny_lm import tiny_model, tiny_tokenizer
+from tests.models.tiny_causal_lm import chatml_tokenizer, tiny_model
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    return tiny_tokenizer()
+    return chatml_tokenizer()
 
 
 @pytest.fixture(scope="session")

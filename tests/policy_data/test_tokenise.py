@@ -16,7 +16,7 @@ from steerable_alignment.policy_data import (
     tokenise_pairs,
     tokenise_pairs_table,
 )
-from tests.policy_data.tiny_lm import PREFIX_BREAKING_TEMPLATE, tiny_tokenizer
+from tests.models.tiny_causal_lm import PREFIX_BREAKING_TEMPLATE, chatml_tokenizer
 
 PROMPTS = ["How do I boil pasta?", "Why is the sun hot?", "Should I test my code?"]
 RESPONSES_A = [
@@ -127,7 +127,7 @@ def test_max_length_must_be_a_positive_integer(tokenizer, bad):
 
 
 def test_a_template_that_breaks_the_prefix_property_falls_back_to_concatenation(caplog):
-    tokenizer = tiny_tokenizer(PREFIX_BREAKING_TEMPLATE)
+    tokenizer = chatml_tokenizer(PREFIX_BREAKING_TEMPLATE)
     with caplog.at_level(logging.WARNING, logger="steerable_alignment.policy_data.tokenise"):
         pairs, report = _tokenise(tokenizer)
     assert report.prefix_fallbacks == 2 * len(PROMPTS)
@@ -143,7 +143,7 @@ def test_a_template_that_breaks_the_prefix_property_falls_back_to_concatenation(
 
 def test_a_tokenizer_without_chat_template_is_refused():
     with pytest.raises(ValueError, match="no chat template"):
-        _tokenise(tiny_tokenizer(chat_template=None))
+        _tokenise(chatml_tokenizer(chat_template=None))
 
 
 def test_bad_inputs_name_the_column(tokenizer):

@@ -4,6 +4,15 @@ AdamW on batches of fresh episodes, validation on a fixed seeded set of
 validation episodes every ``eval_every`` steps, the best-by-validation
 weights kept as the checkpoint, a progress bar, device and dtype from the
 config, deterministic from a seed.
+
+Optionally (``checkpoint_dir`` and ``checkpoint_every``), a resumable
+checkpoint every ``checkpoint_every`` steps (and at the last step): the
+model, optimiser, scheduler, RNG and episode-sampler states, the running
+train loss, the best weights so far and the history, written atomically as
+safetensors + JSON (:mod:`steerable_alignment.training.checkpointing`). A run
+started again with the same configuration, model and data resumes from the
+last checkpoint and ends exactly as an uninterrupted run would; a checkpoint
+of another run is refused, naming the differing keys.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,12 +37,21 @@ from steerable_alignment.episodes.sampler import (
 )
 from steerable_alignment.evaluation.metrics import predict_episodes, summarise, target_choices
 from steerable_alignment.models.config import ConfigError
+from steerable_alignment.training import checkpointing
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LR_SCHEDULES = ("constant", "cosine")
 SELECT_BY = ("nll", "accuracy")
+#: Settings that may change between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = (
+    "progress",
+    "num_threads",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "keep_checkpoints",
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,11 @@ class TrainingConfig:
         num_threads: torch intra-op threads on the CPU (None: leave as is).
         seed: seeds initialisation, episodes and latent samples.
         progress: show a progress bar.
+        checkpoint_every: write a resumable checkpoint every this many steps
+            (and at the last step); 0 (default) turns checkpoints off.
+        checkpoint_dir: where checkpoints go; a run started with a folder that
+            holds checkpoints resumes from the last one (None: no checkpoints).
+        keep_checkpoints: how many of the latest checkpoints to keep.
     """
 
     objectives: tuple[str, ...] | None = None
@@ -83,6 +107,9 @@ class TrainingConfig:
     num_threads: int | None = None
     seed: int = 0
     progress: bool = True
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int = 1
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], prefix: str = "training") -> TrainingConfig:
@@ -134,6 +161,20 @@ class TrainingConfig:
             raise fail("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.val_episodes_per_objective <= 0:
             raise fail("val_episodes_per_objective", "must be a positive integer")
+        if self.checkpoint_every < 0:
+            raise fail("checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise fail("checkpoint_dir", "is needed when checkpoint_every > 0")
+        if self.keep_checkpoints <= 0:
+            raise fail(
+                "keep_checkpoints", f"must be a positive integer, got {self.keep_checkpoints}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples as lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,11 +221,25 @@ class TrainingResult:
         model: the model with the best validation weights loaded.
         history: one dict per validation (step, train_loss, val_nll, val_accuracy, seconds).
         best_step: the step whose weights were kept.
+        resumed_from: the step a checkpoint resumed from (0: a fresh run).
     """
 
     model: torch.nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     best_step: int = 0
+    resumed_from: int = 0
+
+
+@dataclass
+class _LoopState:
+    """Everything besides the model, optimiser, scheduler and RNGs that a resumed run needs."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    best_score: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    seconds: float = 0.0
 
 
 def validate_model(
@@ -223,6 +278,11 @@ def train(
 
     Returns:
         The model holding its best validation weights, and the history.
+
+    Raises:
+        ConfigError: a split too small for an episode, or a checkpoint in
+            ``config.checkpoint_dir`` made with another configuration, model
+            or data.
     """
     device = resolve_device(config.device)
     dtype = DTYPES[config.dtype]
@@ -237,6 +297,8 @@ def train(
                 f"Parameters 'training.num_targets'/'training.max_context': an episode needs "
                 f"{needed[split]} distinct pairs but the {split} split has {len(rows)}"
             )
+    checkpoints = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    signature = _signature(config, model, data, train_rows, val_rows) if checkpoints else {}
     data = data.to(device)
     model = model.to(device)
     sampler = TrainingEpisodeSampler(
@@ -260,11 +322,17 @@ def train(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(config, step))
-    result = TrainingResult(model=model)
-    best_score = math.inf
-    best_state: dict[str, torch.Tensor] | None = None
-    running = torch.zeros((), device=device)
-    started = time.perf_counter()
+    state = _LoopState()
+    running = torch.zeros((), device=device)  # train loss summed since the last validation
+    rng_state: dict[str, torch.Tensor] | None = None
+    latest = checkpointing.latest_checkpoint(checkpoints) if checkpoints else None
+    if latest is not None:
+        state, rng_state = _load_checkpoint(
+            latest, signature, model, optimiser, scheduler, sampler, running, device
+        )
+        logger.info("Resuming from %s (step %d of %d)", latest, state.step, config.max_steps)
+    resumed_from = state.step
+    started = time.perf_counter() - state.seconds
     logger.info(
         "Training %s for %d steps on %s (%s), %d episodes x %d targets per step",
         type(model).__name__,
@@ -275,9 +343,13 @@ def train(
         config.num_targets,
     )
     with seeded(config.seed + 2, device):
+        if rng_state is not None:
+            checkpointing.set_rng_state(rng_state, device)
         bar = tqdm(
-            range(1, config.max_steps + 1),
+            range(state.step + 1, config.max_steps + 1),
             desc=f"train {type(model).__name__}",
+            initial=state.step,
+            total=config.max_steps,
             disable=not config.progress,
             mininterval=2.0,
         )
@@ -292,18 +364,21 @@ def train(
             optimiser.step()
             scheduler.step()
             running += loss.detach()
+            state.step = step
             if step % config.eval_every == 0 or step == config.max_steps:
-                since = step - (result.history[-1]["step"] if result.history else 0)
+                since = step - (state.history[-1]["step"] if state.history else 0)
                 train_loss = float(running) / since
                 running.zero_()
                 val_nll, val_acc = validate_model(
                     model, data, val_episodes, config.val_context_sizes, dtype
                 )
                 score = val_nll if config.select_by == "nll" else -val_acc
-                if score < best_score:
-                    best_score, result.best_step = score, step
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                result.history.append(
+                if score < state.best_score:
+                    state.best_score, state.best_step = score, step
+                    state.best_state = {
+                        k: v.detach().clone() for k, v in model.state_dict().items()
+                    }
+                state.history.append(
                     {
                         "step": step,
                         "train_loss": train_loss,
@@ -321,9 +396,127 @@ def train(
                     val_nll,
                     val_acc,
                 )
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            if (
+                checkpoints is not None
+                and config.checkpoint_every
+                and (step % config.checkpoint_every == 0 or step == config.max_steps)
+            ):
+                state.seconds = time.perf_counter() - started
+                _save_checkpoint(
+                    checkpoints,
+                    config,
+                    signature,
+                    state,
+                    model,
+                    optimiser,
+                    scheduler,
+                    sampler,
+                    running,
+                    device,
+                )
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
     logger.info(
-        "Kept the weights of step %d (best validation %s)", result.best_step, config.select_by
+        "Kept the weights of step %d (best validation %s)", state.best_step, config.select_by
     )
-    return result
+    return TrainingResult(model, state.history, state.best_step, resumed_from)
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+def _signature(
+    config: TrainingConfig,
+    model: torch.nn.Module,
+    data: PreferenceData,
+    train_rows: torch.Tensor,
+    val_rows: torch.Tensor,
+) -> dict[str, Any]:
+    """What must not change between a run and its resumption: configs, model, data."""
+    model_config = getattr(model, "config", None)
+    return {
+        "training": {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES},
+        "model": {
+            "class": type(model).__name__,
+            "config": dataclasses.asdict(model_config)
+            if dataclasses.is_dataclass(model_config)
+            else None,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "data": {
+            "pairs": int(data.features.shape[0]),
+            "objectives": list(data.objectives),
+            "digest": checkpointing.tensor_digest(
+                (data.features, data.choices, train_rows, val_rows)
+            ),
+        },
+    }
+
+
+def _save_checkpoint(
+    directory: Path,
+    config: TrainingConfig,
+    signature: dict[str, Any],
+    state: _LoopState,
+    model: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    scheduler: Any,
+    sampler: TrainingEpisodeSampler,
+    running: torch.Tensor,
+    device: torch.device,
+) -> Path:
+    optimiser_tensors, param_groups = checkpointing.optimizer_tensors(optimiser)
+    tensors = {
+        **checkpointing.with_prefix("model.", model.state_dict()),
+        **checkpointing.with_prefix("best.", state.best_state or {}),
+        **checkpointing.with_prefix("rng.", checkpointing.rng_tensors(device)),
+        **optimiser_tensors,
+        "sampler.generator": sampler.generator.get_state(),
+        "running_loss": running,
+    }
+    meta = {
+        "signature": signature,
+        "history": state.history,
+        "best_step": state.best_step,
+        "best_score": state.best_score if math.isfinite(state.best_score) else None,
+        "has_best_state": state.best_state is not None,
+        "seconds": state.seconds,
+        "optimizer_param_groups": param_groups,
+        "scheduler": scheduler.state_dict(),
+    }
+    return checkpointing.write_checkpoint(
+        directory, state.step, tensors, meta, keep=config.keep_checkpoints
+    )
+
+
+def _load_checkpoint(
+    path: Path,
+    signature: dict[str, Any],
+    model: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    scheduler: Any,
+    sampler: TrainingEpisodeSampler,
+    running: torch.Tensor,
+    device: torch.device,
+) -> tuple[_LoopState, dict[str, torch.Tensor]]:
+    """Restore what :func:`_save_checkpoint` wrote; returns the loop state and the RNG states.
+
+    Raises:
+        ConfigError: the checkpoint was made with another configuration, model or data.
+    """
+    meta, tensors = checkpointing.read_checkpoint(path, signature)
+    model.load_state_dict(checkpointing.strip_prefix("model.", tensors))
+    checkpointing.load_optimizer(optimiser, tensors, meta["optimizer_param_groups"])
+    scheduler.load_state_dict(meta["scheduler"])
+    sampler.generator.set_state(tensors["sampler.generator"])
+    running.copy_(tensors["running_loss"])
+    best = {k: v.to(device) for k, v in checkpointing.strip_prefix("best.", tensors).items()}
+    state = _LoopState(
+        step=int(meta["step"]),
+        history=meta["history"],
+        best_step=int(meta["best_step"]),
+        best_score=math.inf if meta["best_score"] is None else float(meta["best_score"]),
+        best_state=best if meta["has_best_state"] else None,
+        seconds=float(meta["seconds"]),
+    )
+    return state, checkpointing.strip_prefix("rng.", tensors)

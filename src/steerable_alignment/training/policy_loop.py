@@ -30,7 +30,8 @@ Checkpoints (``<checkpoint_dir>/step-<NNNNNNNN>/``, written atomically):
   hyper-parameters, and the run's signature (configs, base model, data
   digest) checked on resume.
 
-Nothing is unpickled.
+Nothing is unpickled (the format is :mod:`steerable_alignment.training.checkpointing`,
+shared with the reward-model loop).
 """
 
 from __future__ import annotations
@@ -38,11 +39,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import math
-import re
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -67,6 +65,7 @@ from steerable_alignment.models.config import ConfigError
 from steerable_alignment.policy.checkpoint import check_base_model, save_trainable
 from steerable_alignment.policy.config import PolicyConfig
 from steerable_alignment.policy.dpo import DPOOutput, dpo_loss
+from steerable_alignment.training import checkpointing
 from steerable_alignment.training.loop import (
     DTYPES,
     LR_SCHEDULES,
@@ -79,11 +78,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
-STATE_TENSORS = "state.safetensors"
-STATE_JSON = "state.json"
 TRAINABLE_DIR = "trainable"
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
 #: Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("progress", "num_threads", "checkpoint_dir", "keep_checkpoints")
 
@@ -582,7 +577,7 @@ def train_policy(
     signature = _signature(config, policy, data)
     state = _LoopState()
     checkpoints = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    latest = _latest_checkpoint(checkpoints) if checkpoints else None
+    latest = checkpointing.latest_checkpoint(checkpoints) if checkpoints else None
     rng_state: dict[str, torch.Tensor] | None = None
     if latest is not None:
         state, rng_state = _load_checkpoint(
@@ -624,7 +619,7 @@ def train_policy(
         if rng_state is None:
             torch.manual_seed(config.seed + 2 + rank)  # dropout differs between processes
         else:
-            _set_rng_state(rng_state, device)
+            checkpointing.set_rng_state(rng_state, device)
         policy.train()
         bar = tqdm(
             range(state.step + 1, config.max_steps + 1),
@@ -772,14 +767,6 @@ def _validate(
 # -- checkpoints --------------------------------------------------------------------------------
 
 
-def _latest_checkpoint(directory: Path) -> Path | None:
-    """The complete checkpoint with the highest step (atomic writes: all found are complete)."""
-    if not directory.is_dir():
-        return None
-    steps = [p for p in directory.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
-    return max(steps, key=lambda p: p.name) if steps else None
-
-
 def _process_device(name: str, processes: Processes) -> torch.device:
     """The config's device; under a launcher with CUDA, this process's own GPU."""
     if processes.count > 1 and name != "cpu" and torch.cuda.is_available():
@@ -827,9 +814,7 @@ def _all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
 
 def _rng_tensors(device: torch.device, processes: Processes) -> dict[str, torch.Tensor]:
     """Every process's RNG states (a collective call), as ``rng.<rank>.torch|cuda``."""
-    local = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        local["cuda"] = torch.cuda.get_rng_state(device)
+    local = checkpointing.rng_tensors(device)
     if processes.count == 1:
         return {f"rng.0.{k}": v for k, v in local.items()}
     import torch.distributed as dist
@@ -837,12 +822,6 @@ def _rng_tensors(device: torch.device, processes: Processes) -> dict[str, torch.
     gathered: list[Any] = [None] * processes.count
     dist.all_gather_object(gathered, {k: v.cpu() for k, v in local.items()})
     return {f"rng.{rank}.{k}": v for rank, states in enumerate(gathered) for k, v in states.items()}
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(tensors["torch"])
-    if device.type == "cuda" and "cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["cuda"], device)
 
 
 def _save_checkpoint(
@@ -862,49 +841,40 @@ def _save_checkpoint(
 
     Every process calls it (the RNG states are gathered); the main process writes.
     """
-    from safetensors.torch import save_file
-
-    from steerable_alignment.policy_data.base_model import atomic_directory
-
     rng = _rng_tensors(device, processes)
-    target = directory / f"step-{state.step:08d}"
+    target = checkpointing.step_directory(directory, state.step)
     if not processes.is_main:
         processes.wait()
         return target
-    optimiser_state = optimiser.state_dict()
+    optimiser_tensors, param_groups = checkpointing.optimizer_tensors(optimiser)
     tensors: dict[str, torch.Tensor] = {
         **rng,
         "sampler.generator": sampler.generator.get_state(),
         "reference.values": reference.values,
         "reference.known": reference.known.to(torch.uint8),
+        **optimiser_tensors,
+        **checkpointing.with_prefix("best.", state.best_state or {}),
     }
-    for index, values in optimiser_state["state"].items():
-        for key, value in values.items():
-            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu()
-    for name, value in (state.best_state or {}).items():
-        tensors[f"best.{name}"] = value
     meta = {
-        "format_version": CHECKPOINT_FORMAT,
         "signature": signature,
-        "step": state.step,
         "history": state.history,
         "best_step": state.best_step,
         "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,
         "has_best_state": state.best_state is not None,
         "running": [state.running_loss, state.running_accuracy, state.running_steps],
         "seconds": state.seconds,
-        "optimizer_param_groups": optimiser_state["param_groups"],
+        "optimizer_param_groups": param_groups,
         "scheduler": scheduler.state_dict(),
         "processes": processes.count,
     }
-    with atomic_directory(target) as tmp:
-        save_trainable(policy, tmp / TRAINABLE_DIR)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))
-        (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")  # keeps key order
-    old = sorted(p for p in directory.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
-    for path in old[: -config.keep_checkpoints]:
-        shutil.rmtree(path, ignore_errors=True)
-    logger.info("Checkpoint at step %d: %s", state.step, target)
+    checkpointing.write_checkpoint(
+        directory,
+        state.step,
+        tensors,
+        meta,
+        keep=config.keep_checkpoints,
+        extra=lambda folder: save_trainable(policy, folder / TRAINABLE_DIR),
+    )
     processes.wait()
     return target
 
@@ -925,40 +895,16 @@ def _load_checkpoint(
     Raises:
         ConfigError: the checkpoint was made with another configuration or data.
     """
-    from safetensors.torch import load_file
-
     from steerable_alignment.policy.checkpoint import load_trainable
 
-    meta = json.loads((path / STATE_JSON).read_text())
-    if meta.get("format_version") != CHECKPOINT_FORMAT:
-        raise ConfigError(
-            f"{path}: checkpoint format {meta.get('format_version')!r}, this code reads "
-            f"{CHECKPOINT_FORMAT}"
-        )
-    saved = meta["signature"]
-    if saved != signature:
-        differ = _differences(saved, signature)
-        raise ConfigError(
-            f"{path} was written by a run with another configuration or data; differences "
-            f"(checkpoint, now): {differ}. Use another 'training.checkpoint_dir' (or delete "
-            f"{path.parent}) to start afresh"
-        )
+    meta, tensors = checkpointing.read_checkpoint(path, signature)
     load_trainable(policy, path / TRAINABLE_DIR)
-    tensors = load_file(str(path / STATE_TENSORS))
-    optimiser_state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            optimiser_state.setdefault(int(index), {})[name] = value
-    groups = meta["optimizer_param_groups"]
-    for group in groups:
-        group["betas"] = tuple(group["betas"])
-    optimiser.load_state_dict({"state": optimiser_state, "param_groups": groups})
+    checkpointing.load_optimizer(optimiser, tensors, meta["optimizer_param_groups"])
     scheduler.load_state_dict(meta["scheduler"])
     sampler.generator.set_state(tensors["sampler.generator"])
     reference.values.copy_(tensors["reference.values"])
     reference.known.copy_(tensors["reference.known"].bool())
-    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+    best = checkpointing.strip_prefix("best.", tensors)
     running_loss, running_accuracy, running_steps = meta["running"]
     state = _LoopState(
         step=int(meta["step"]),
@@ -971,8 +917,7 @@ def _load_checkpoint(
         running_steps=int(running_steps),
         seconds=float(meta["seconds"]),
     )
-    prefix = f"rng.{rank}."
-    rng = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    rng = checkpointing.strip_prefix(f"rng.{rank}.", tensors)
     if not rng:
         logger.warning(
             "%s was written by %d process(es); process %d starts a fresh dropout RNG stream",
@@ -983,12 +928,3 @@ def _load_checkpoint(
         fresh = torch.Generator().manual_seed(int(meta["step"]) * 1000 + rank)
         return state, {"torch": fresh.get_state()}
     return state, rng
-
-
-def _differences(saved: Any, now: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(saved, dict) and isinstance(now, dict):
-        out: dict[str, Any] = {}
-        for key in sorted(set(saved) | set(now)):
-            out.update(_differences(saved.get(key), now.get(key), f"{prefix}{key}."))
-        return out
-    return {} if saved == now else {prefix.rstrip("."): (saved, now)}
