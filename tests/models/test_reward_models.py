@@ -194,3 +194,30 @@ def test_split_head_equals_concatenation():
 def test_bad_model_parameters_name_the_parameter(params, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         RewardModelConfig.from_params(params)
+
+
+def test_deterministic_path_feeds_the_decoder_beside_the_sampled_latent():
+    torch.manual_seed(0)
+    model = build_model(small_config("nppl_latent", deterministic_path=True, predictive_samples=8))
+    batch = make_batch(n_real=2)
+    det, mean, std = model._encode(
+        batch.context_features, batch.context_choices, batch.context_mask
+    )
+    assert det.shape == mean.shape == std.shape == (B, 4)
+    assert model.reward_head[0].in_features == 16 + 4 + 4  # [g(x), r_C, z]
+    # With z pinned to its mean, the prediction is the decoder on [r_C, mean].
+    plug_in = build_model(
+        small_config("nppl_latent", deterministic_path=True, predictive_samples=0)
+    )
+    plug_in.load_state_dict(model.state_dict())
+    expected = model._target_log_probs(batch, torch.cat([det, mean], dim=-1))
+    assert torch.allclose(plug_in(batch), expected, atol=1e-6)
+    # The deterministic path carries context information of its own.
+    flipped = EpisodeBatch(**{**batch.__dict__, "context_choices": 1 - batch.context_choices})
+    det_flip, _, _ = model._encode(
+        flipped.context_features, flipped.context_choices, flipped.context_mask
+    )
+    assert (det - det_flip).abs().max() > 1e-4
+    out = model.loss(batch)
+    out.loss.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
