@@ -22,6 +22,38 @@ class ConfigError(ValueError):
     """A parameter has a value the code cannot work with."""
 
 
+def check_known_keys(cls: type, params: Mapping[str, Any], prefix: str) -> None:
+    """Raise :class:`ConfigError` if ``params`` has a key that is not a field of ``cls``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(
+            f"Parameter '{prefix}' has unknown key(s) {unknown}; valid keys: {sorted(known)}"
+        )
+
+
+def config_from_params(
+    cls: type, params: Mapping[str, Any], prefix: str, tuple_keys: tuple[str, ...] = ()
+) -> Any:
+    """A validated config dataclass from a parameters mapping.
+
+    Unknown keys fail with the parameter path; list values of ``tuple_keys``
+    become tuples (the dataclasses are frozen and hashable); then
+    ``cls.validate(prefix)`` runs.
+
+    Raises:
+        ConfigError: naming the offending parameter.
+    """
+    check_known_keys(cls, params, prefix)
+    values = dict(params)
+    for key in tuple_keys:
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
+    config = cls(**values)
+    config.validate(prefix)
+    return config
+
+
 def _fail(prefix: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"Parameter '{prefix}.{key}': {message}")
 
@@ -81,12 +113,7 @@ class RewardModelConfig:
         Raises:
             ConfigError: on an unknown key or an invalid value.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(
-                f"Parameter '{prefix}' has unknown key(s) {unknown}; valid keys: {sorted(known)}"
-            )
+        check_known_keys(cls, params, prefix)
         if "type" not in params:
             raise _fail(prefix, "type", f"missing; expected one of {list(MODEL_TYPES)}")
         config = cls(**{**dict(params), **overrides})

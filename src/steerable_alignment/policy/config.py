@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from steerable_alignment.models.config import ConfigError, RewardModelConfig
+from steerable_alignment.models.config import ConfigError, RewardModelConfig, check_known_keys
 
 POLICY_TYPES = ("btl_dpo", "np_dpo")
 PAIR_ENCODERS = ("linear", "mlp")
@@ -135,13 +135,8 @@ class PolicyConfig:
         Raises:
             ConfigError: on an unknown key or an invalid value.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
         values = {**dict(params), **overrides}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"Parameter '{prefix}' has unknown key(s) {unknown}; valid keys: {sorted(known)}"
-            )
+        check_known_keys(cls, values, prefix)
         for key in ("target_modules", "layers_to_transform", "film_layers"):
             if key in values:
                 values[key] = _as_layer_spec(values[key])

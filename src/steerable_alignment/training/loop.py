@@ -36,7 +36,7 @@ from steerable_alignment.episodes.sampler import (
     make_evaluation_episodes,
 )
 from steerable_alignment.evaluation.metrics import predict_episodes, summarise, target_choices
-from steerable_alignment.models.config import ConfigError
+from steerable_alignment.models.config import ConfigError, config_from_params
 from steerable_alignment.training import checkpointing
 
 logger = logging.getLogger(__name__)
@@ -118,19 +118,7 @@ class TrainingConfig:
         Raises:
             ConfigError: naming the offending parameter.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(
-                f"Parameter '{prefix}' has unknown key(s) {unknown}; valid keys: {sorted(known)}"
-            )
-        values = dict(params)
-        for key in ("objectives", "betas", "val_context_sizes"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        config = cls(**values)
-        config.validate(prefix)
-        return config
+        return config_from_params(cls, params, prefix, ("objectives", "betas", "val_context_sizes"))
 
     def validate(self, prefix: str = "training") -> None:
         def fail(key: str, message: str) -> ConfigError:

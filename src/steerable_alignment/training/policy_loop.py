@@ -61,7 +61,7 @@ from steerable_alignment.evaluation.policy_metrics import (
     pair_sequences,
     predict_policy_episodes,
 )
-from steerable_alignment.models.config import ConfigError
+from steerable_alignment.models.config import ConfigError, config_from_params
 from steerable_alignment.policy.checkpoint import check_base_model, save_trainable
 from steerable_alignment.policy.config import PolicyConfig
 from steerable_alignment.policy.dpo import DPOOutput, dpo_loss
@@ -154,19 +154,7 @@ class PolicyTrainingConfig:
         Raises:
             ConfigError: naming the offending parameter.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(
-                f"Parameter '{prefix}' has unknown key(s) {unknown}; valid keys: {sorted(known)}"
-            )
-        values = dict(params)
-        for key in ("objectives", "betas", "val_context_sizes"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        config = cls(**values)
-        config.validate(prefix)
-        return config
+        return config_from_params(cls, params, prefix, ("objectives", "betas", "val_context_sizes"))
 
     def validate(self, prefix: str = "training") -> None:
         """Raise :class:`ConfigError` naming the first invalid parameter."""

@@ -442,8 +442,9 @@ def predict_policy(
 def plot_dpo_accuracy(dpo_metrics: pd.DataFrame) -> Any:
     """Implicit-reward accuracy vs context size: a row of panels per data set
     (all users, then each objective), a line per policy, bootstrap error bars."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    from steerable_alignment.pipelines.evaluation.nodes import accuracy_trace
 
     datasets = sorted(dpo_metrics["dataset"].unique())
     panels = {}
@@ -468,20 +469,9 @@ def plot_dpo_accuracy(dpo_metrics: pd.DataFrame) -> Any:
                 ].sort_values("num_context")
                 if rows.empty:
                     continue
+                colour = palette[i % len(palette)]
                 fig.add_trace(
-                    go.Scatter(
-                        x=rows["num_context"].tolist(),
-                        y=(100 * rows["accuracy"]).tolist(),
-                        error_y={
-                            "type": "data",
-                            "array": (100 * rows["accuracy_se_bootstrap"]).tolist(),
-                        },
-                        mode="lines+markers",
-                        name=model,
-                        legendgroup=model,
-                        showlegend=row == 1 and col == 1,
-                        line={"color": palette[i % len(palette)]},
-                    ),
+                    accuracy_trace(rows, model, colour, row == 1 and col == 1),
                     row=row,
                     col=col,
                 )

@@ -322,9 +322,30 @@ def concat_reward_comparisons(*tables: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(keys, ignore_index=True)
 
 
+def accuracy_trace(
+    rows: pd.DataFrame, name: str, colour: str, showlegend: bool, dash: str = "solid"
+) -> Any:
+    """One model's accuracy (%) by context size, bootstrap s.e. as error bars.
+
+    Args:
+        rows: metric rows of one model and objective, sorted by ``num_context``.
+    """
+    import plotly.graph_objects as go
+
+    return go.Scatter(
+        x=rows["num_context"].tolist(),
+        y=(100 * rows["accuracy"]).tolist(),
+        error_y={"type": "data", "array": (100 * rows["accuracy_se_bootstrap"]).tolist()},
+        mode="lines+markers",
+        name=name,
+        legendgroup=name,
+        showlegend=showlegend,
+        line={"color": colour, "dash": dash},
+    )
+
+
 def plot_accuracy_by_context(reward_metrics: pd.DataFrame, data: dict[str, Any]) -> Any:
     """Accuracy vs context size, a line per model (the Bayes row dashed), a panel per objective."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     name = data["name"]
@@ -342,19 +363,7 @@ def plot_accuracy_by_context(reward_metrics: pd.DataFrame, data: dict[str, Any])
             rows = table[(table["model"] == model) & (table["objective"] == objective)]
             rows = rows.sort_values("num_context")
             fig.add_trace(
-                go.Scatter(
-                    x=rows["num_context"].tolist(),
-                    y=(100 * rows["accuracy"]).tolist(),
-                    error_y={
-                        "type": "data",
-                        "array": (100 * rows["accuracy_se_bootstrap"]).tolist(),
-                    },
-                    mode="lines+markers",
-                    name=model,
-                    legendgroup=model,
-                    showlegend=col == 1,
-                    line={"color": colour, "dash": "dash" if oracle else "solid"},
-                ),
+                accuracy_trace(rows, model, colour, col == 1, "dash" if oracle else "solid"),
                 row=1,
                 col=col,
             )
