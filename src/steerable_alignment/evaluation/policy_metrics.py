@@ -29,9 +29,7 @@ import torch
 from steerable_alignment.episodes.sampler import EvaluationEpisodes
 from steerable_alignment.policy.logps import (
     SequenceBatch,
-    position_ids_from_mask,
-    sequence_logps,
-    sequence_logps_from_hidden,
+    causal_lm_logps,
 )
 from steerable_alignment.policy_data.tokenise import PolicyPairs
 
@@ -221,25 +219,7 @@ def base_model_logps(
     off), without wrapping the model: used to precompute a data set's
     reference log-probs once for every policy trained on it.
     """
-    position_ids = position_ids_from_mask(sequences.attention_mask)  # (S, L)
-    inputs = {
-        "input_ids": sequences.input_ids,
-        "attention_mask": sequences.attention_mask,
-        "position_ids": position_ids,
-        "use_cache": False,
-    }
-    if not logits_at_response_only:
-        return sequence_logps(
-            model(**inputs), sequences.input_ids, sequences.response_start, sequences.response_len
-        )
-    hidden = model.get_decoder()(**inputs).last_hidden_state  # (S, L, H)
-    return sequence_logps_from_hidden(
-        hidden,
-        model.get_output_embeddings(),
-        sequences.input_ids,
-        sequences.response_start,
-        sequences.response_len,
-    )
+    return causal_lm_logps(model, sequences, logits_at_response_only)
 
 
 class ReferenceLogps:

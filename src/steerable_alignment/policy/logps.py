@@ -186,3 +186,48 @@ def sequence_logps_from_hidden(
         (S,) float32 summed log-probabilities.
     """
     return _sum_response(hidden_states, lm_head, input_ids, response_start, response_len)
+
+
+def causal_lm_logps(
+    causal_lm: Any,
+    sequences: SequenceBatch,
+    logits_at_response_only: bool = True,
+    full_forward: Any = None,
+) -> torch.Tensor:
+    """(S,) summed response log-probs of a Hugging Face causal LM.
+
+    Position ids come from the attention mask (left or right padding give the
+    same values). With ``logits_at_response_only`` the decoder's hidden states
+    go through the output layer at response positions only
+    (:func:`sequence_logps_from_hidden`); otherwise the full logits are
+    computed (:func:`sequence_logps`).
+
+    Args:
+        causal_lm: the causal LM whose ``get_decoder()`` and
+            ``get_output_embeddings()`` are used (for a peft model, its base
+            model: the adapters live inside its modules).
+        sequences: S tokenised sequences.
+        logits_at_response_only: the fast path.
+        full_forward: the module called for full logits (default ``causal_lm``;
+            e.g. the peft wrapper).
+    """
+    position_ids = position_ids_from_mask(sequences.attention_mask)  # (S, L)
+    inputs = {
+        "input_ids": sequences.input_ids,
+        "attention_mask": sequences.attention_mask,
+        "position_ids": position_ids,
+        "use_cache": False,
+    }
+    if not logits_at_response_only:
+        output = (full_forward or causal_lm)(**inputs)
+        return sequence_logps(
+            output, sequences.input_ids, sequences.response_start, sequences.response_len
+        )
+    hidden = causal_lm.get_decoder()(**inputs).last_hidden_state  # (S, L, H)
+    return sequence_logps_from_hidden(
+        hidden,
+        causal_lm.get_output_embeddings(),
+        sequences.input_ids,
+        sequences.response_start,
+        sequences.response_len,
+    )

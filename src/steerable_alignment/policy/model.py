@@ -27,9 +27,7 @@ from steerable_alignment.policy.config import PolicyConfig, resolve_layers
 from steerable_alignment.policy.film import FiLMConditioner
 from steerable_alignment.policy.logps import (
     SequenceBatch,
-    position_ids_from_mask,
-    sequence_logps,
-    sequence_logps_from_hidden,
+    causal_lm_logps,
 )
 
 if TYPE_CHECKING:
@@ -267,26 +265,11 @@ class PolicyModel(nn.Module):
             )
 
     def _logps(self, sequences: SequenceBatch) -> torch.Tensor:
-        position_ids = position_ids_from_mask(sequences.attention_mask)  # (S, L)
-        inputs = {
-            "input_ids": sequences.input_ids,
-            "attention_mask": sequences.attention_mask,
-            "position_ids": position_ids,
-            "use_cache": False,
-        }
-        if not self.config.logits_at_response_only:
-            output = self.lm(**inputs)
-            return sequence_logps(
-                output, sequences.input_ids, sequences.response_start, sequences.response_len
-            )
-        causal_lm = self.lm.get_base_model()
-        hidden = causal_lm.get_decoder()(**inputs).last_hidden_state  # (S, L, H)
-        return sequence_logps_from_hidden(
-            hidden,
-            causal_lm.get_output_embeddings(),
-            sequences.input_ids,
-            sequences.response_start,
-            sequences.response_len,
+        return causal_lm_logps(
+            self.lm.get_base_model(),
+            sequences,
+            self.config.logits_at_response_only,
+            full_forward=self.lm,
         )
 
     # -- generation -------------------------------------------------------------------------
