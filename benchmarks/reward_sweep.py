@@ -74,6 +74,27 @@ def main() -> None:
     from steerable_alignment.training.sweep import CandidateResult, candidate_grid, select_best
 
     params, catalog = load_project(args.env)
+    unknown = [d for d in args.datasets if d not in REWARD_DATASETS]
+    if unknown:
+        raise SystemExit(f"--datasets: unknown {unknown}; valid: {sorted(REWARD_DATASETS)}")
+    if args.variants:
+        valid = {v for d in args.datasets for v in REWARD_DATASETS[d].variants}
+        bad = sorted(set(args.variants) - valid)
+        if bad:
+            raise SystemExit(
+                f"--variants: unknown {bad} for {args.datasets}; valid: {sorted(valid)}"
+            )
+    missing = [
+        name
+        for d in args.datasets
+        for name in (f"{d}.pairs", f"{d}.features")
+        if not catalog.exists(name)
+    ]
+    if missing:
+        raise SystemExit(
+            f"Missing inputs {missing}: run `kedro run --pipelines "
+            "synthetic_data,ultrafeedback,embedding` first"
+        )
     grid = {
         "lr": args.lr,
         "max_steps": args.max_steps,
