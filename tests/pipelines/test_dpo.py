@@ -86,6 +86,7 @@ def run(hh, tiny_source, tmp_path_factory):
         "dpo_accuracy_chart",
         "hh.policy_pairs",
         "hh.reference_logps",
+        "hh.prefix_states",
         *(f"hh.{v}.policy_history" for v in VARIANTS),
         "hh.btl_mixed.policy",
     )
@@ -192,6 +193,26 @@ def test_reference_logps_cover_every_tokenised_pair(run):
     assert torch.isfinite(reference["logps"]).all() and (reference["logps"] < 0).all()
 
 
+def test_reference_logps_from_the_kept_block_states_equal_the_base_models(run):
+    """conf/test trains block 1 of 2 only: block 0's output is computed once and kept."""
+    from steerable_alignment.evaluation.policy_metrics import (
+        base_model_logps,
+        policy_pairs_from_tensors,
+    )
+
+    catalog, _, _ = run
+    tokens = policy_pairs_from_tensors(catalog.load("hh.policy_pairs"), "hh.policy_pairs")
+    kept = catalog.load("hh.prefix_states")
+    assert int(kept["blocks"]) == 1 and torch.equal(kept["pair_id"], tokens.pair_id)
+    model = catalog.load("base_policy").model
+    assert kept["states"].shape == (*tokens.input_ids.shape, model.config.hidden_size)
+    rows = torch.arange(6)
+    for side in (0, 1):
+        direct = base_model_logps(model, pair_sequences(tokens, rows, torch.full_like(rows, side)))
+        stored = catalog.load("hh.reference_logps")["logps"][rows, side]
+        assert torch.allclose(stored, direct, atol=1e-4)
+
+
 def test_context_embeddings_of_another_size_fail_before_training(hh, run, monkeypatch):
     catalog, params, _ = run
     variant = copy.deepcopy(params["dpo"]["hh"]["nppl_mixed"])
@@ -204,6 +225,7 @@ def test_context_embeddings_of_another_size_fail_before_training(hh, run, monkey
             *hh,
             catalog.load("hh.policy_pairs"),
             catalog.load("hh.reference_logps"),
+            catalog.load("hh.prefix_states"),
             params["dpo"]["hh"]["data"],
             variant,
         )
@@ -304,7 +326,8 @@ def test_the_entry_point_resumes_a_finished_run_from_its_last_checkpoint(run, tm
     catalog, params, _ = run
     again = PolicyCheckpointDataset(filepath=str(tmp_path / "again"))
     outputs = memory_catalog({}, keep=("hh.nppl_mixed.policy_history",))
-    for name in ("base_policy", "hh.pairs", "hh.features", "hh.policy_pairs", "hh.reference_logps"):
+    shared = ("hh.pairs", "hh.features", "hh.policy_pairs", "hh.reference_logps", "hh.prefix_states")
+    for name in ("base_policy", *shared):
         outputs[name] = catalog.get(name)
     outputs["hh.nppl_mixed.policy"] = again
     # the run's checkpoint is at max_steps: nothing is trained, the kept weights come back

@@ -190,6 +190,8 @@ class PolicyData:
 def pair_sequences(pairs: PolicyPairs, rows: torch.Tensor, sides: torch.Tensor) -> SequenceBatch:
     """One sequence per (pair row, side), trimmed to the longest of them.
 
+    The pairs' prefix states (if any) come along.
+
     Args:
         pairs: the tokenised pairs.
         rows: (M,) long pair rows.
@@ -206,6 +208,10 @@ def pair_sequences(pairs: PolicyPairs, rows: torch.Tensor, sides: torch.Tensor) 
         attention_mask=pairs.attention_mask[rows, sides, :width],  # (M, L_b)
         response_start=pairs.response_start[rows, sides],  # (M,)
         response_len=pairs.response_len[rows, sides],  # (M,)
+        prefix_states=(
+            None if pairs.prefix_states is None else pairs.prefix_states[rows, sides, :width]
+        ),  # (M, L_b, H)
+        prefix_blocks=pairs.prefix_blocks,
     )
 
 

@@ -29,6 +29,7 @@ from steerable_alignment.policy.logps import (
     SequenceBatch,
     causal_lm_logps,
 )
+from steerable_alignment.policy.prefix import decoder_blocks
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -51,17 +52,6 @@ _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale")
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
     """The architecture facts a checkpoint of trainable weights depends on."""
     return {key: getattr(model.config, key, None) for key in FINGERPRINT_KEYS}
-
-
-def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:
-    """The decoder blocks of a Qwen2/Llama-style causal LM (``model.model.layers``)."""
-    layers = getattr(model.get_decoder(), "layers", None)
-    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
-        raise ConfigError(
-            f"{type(model).__name__} has no decoder blocks at model.get_decoder().layers; "
-            "the policy supports Qwen2/Llama-style causal LMs"
-        )
-    return layers
 
 
 class PolicyModel(nn.Module):
@@ -123,11 +113,15 @@ class PolicyModel(nn.Module):
             self.lm = get_peft_model(base_model, lora)
         except ValueError as error:
             raise ConfigError(f"Parameter 'policy.target_modules': {error}") from error
+        #: The lowest block with adapters or FiLM: cached states may stand for the blocks below.
+        self.lowest_adapted_block = min(lora_layers)
+        self._in_reference_mode = False
         device = next(base_model.parameters()).device
         self.film: FiLMConditioner | None = None
         self.context_encoder: ContextEncoder | None = None
         if config.uses_context:
             film_layers = resolve_layers(config.film_layers, num_layers, "policy.film_layers")
+            self.lowest_adapted_block = min(self.lowest_adapted_block, min(film_layers))
             self.film = FiLMConditioner(
                 blocks,
                 film_layers,
@@ -205,10 +199,12 @@ class PolicyModel(nn.Module):
         """The reference policy: adapters and FiLM off, no gradients, eval mode."""
         was_training = self.training
         self.eval()
+        self._in_reference_mode = True
         try:
             with torch.no_grad(), self.lm.disable_adapter(), self.film_disabled():
                 yield
         finally:
+            self._in_reference_mode = False
             self.train(was_training)
 
     # -- log-probabilities ------------------------------------------------------------------
@@ -265,6 +261,13 @@ class PolicyModel(nn.Module):
             )
 
     def _logps(self, sequences: SequenceBatch) -> torch.Tensor:
+        if sequences.prefix_blocks > self.lowest_adapted_block and not self._in_reference_mode:
+            raise ConfigError(
+                f"The sequences carry cached states of the lowest {sequences.prefix_blocks} "
+                f"blocks but this policy adapts block {self.lowest_adapted_block} (parameters "
+                "'policy.layers_to_transform'/'policy.film_layers'); cache fewer blocks "
+                "(the data set's 'reference.trained_blocks') or adapt higher blocks only"
+            )
         return causal_lm_logps(
             self.lm.get_base_model(),
             sequences,

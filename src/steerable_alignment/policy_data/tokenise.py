@@ -63,6 +63,10 @@ class PolicyPairs:
             sequence ends there.
         pair_id: ``(P,)`` int64, the pairs table's ``pair_id`` of each row.
         pad_token_id: the id used for padding.
+        prefix_states: ``(P, 2, L, H)`` hidden states entering block
+            ``prefix_blocks`` of the base model, computed once
+            (:mod:`steerable_alignment.policy.prefix`), or None.
+        prefix_blocks: the number of lower blocks the states stand for (0: none).
     """
 
     input_ids: Any
@@ -71,6 +75,8 @@ class PolicyPairs:
     response_len: Any
     pair_id: Any
     pad_token_id: int
+    prefix_states: Any = None
+    prefix_blocks: int = 0
 
     def __len__(self) -> int:
         return int(self.pair_id.shape[0])
@@ -96,6 +102,10 @@ class PolicyPairs:
             response_len=self.response_len[index],  # (B, 2)
             pair_id=self.pair_id[index],  # (B,)
             pad_token_id=self.pad_token_id,
+            prefix_states=(
+                None if self.prefix_states is None else self.prefix_states[index, :, :width]
+            ),  # (B, 2, L_b, H)
+            prefix_blocks=self.prefix_blocks,
         )
 
     def to(self, device: Any) -> PolicyPairs:
@@ -107,6 +117,8 @@ class PolicyPairs:
             response_len=self.response_len.to(device),
             pair_id=self.pair_id.to(device),
             pad_token_id=self.pad_token_id,
+            prefix_states=None if self.prefix_states is None else self.prefix_states.to(device),
+            prefix_blocks=self.prefix_blocks,
         )
 
 

@@ -13,7 +13,7 @@ resumes from the final checkpoint at once.
 Example (8 GPUs; the inputs made first by ``kedro run``)::
 
     kedro run --env gpu --pipeline dpo_all \\
-        --to-outputs hh.reference_logps,hh.policy_evaluation_episodes
+        --to-outputs hh.reference_logps,hh.prefix_states,hh.policy_evaluation_episodes
     accelerate launch --multi_gpu --num_processes 8 -m steerable_alignment.pipelines.dpo \\
         --env gpu --namespace hh.nppl_mixed
     kedro run --env gpu --pipeline dpo_all --only-missing-outputs
@@ -61,6 +61,7 @@ def train_namespace(
         catalog.load(f"{dataset}.features"),
         catalog.load(f"{dataset}.policy_pairs"),
         catalog.load(f"{dataset}.reference_logps"),
+        catalog.load(f"{dataset}.prefix_states"),
         params["dpo"][dataset]["data"],
         params["dpo"][dataset][variant],
     )

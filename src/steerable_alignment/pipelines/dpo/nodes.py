@@ -10,6 +10,7 @@ mutate their inputs: the base model is deep-copied before a policy wraps it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -170,20 +171,30 @@ def compute_reference_logps(
     policy_pairs: dict[str, Any],
     data: dict[str, Any],
     reference: dict[str, Any],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Reference log-probs of every tokenised (pair, side), once for every policy of a data set.
 
     The reference policy is the base model (adapters and FiLM off); its
     log-probs never change, so training and evaluation read them from here.
+    When the data set's policies adapt only their top blocks
+    (``reference.trained_blocks``), the hidden states entering the lowest
+    of them are kept too (the *prefix states*, :mod:`steerable_alignment.policy.prefix`):
+    the blocks below are frozen and unconditioned, so every later forward
+    pass starts there. The equivalence is checked on the model first.
 
     Args:
-        reference: ``batch_size`` (sequences per forward pass) and ``device``.
+        reference: ``batch_size`` (sequences per forward pass), ``device`` and
+            ``trained_blocks`` (``all`` — the default, no states kept —,
+            ``top_<k>`` or block indices: every block any policy of the data
+            set adapts).
 
     Returns:
-        ``pair_id (P,)`` and ``logps (P, 2)`` float32 (response a, response b).
+        ``reference_logps``: ``pair_id (P,)`` and ``logps (P, 2)`` float32
+        (response a, response b); ``prefix_states``: ``pair_id (P,)``,
+        ``blocks`` (the cut, 0 when off) and ``states (P, 2, L, H)`` float32.
     """
     name = f"dpo.{data['name']}.reference"
-    _check_keys(reference, name, {"batch_size"}, {"device"})
+    _check_keys(reference, name, {"batch_size"}, {"device", "trained_blocks"})
     import copy
 
     import torch
@@ -192,7 +203,14 @@ def compute_reference_logps(
     from steerable_alignment.evaluation.policy_metrics import (
         ReferenceLogps,
         base_model_logps,
+        pair_sequences,
         policy_pairs_from_tensors,
+    )
+    from steerable_alignment.policy.config import resolve_layers
+    from steerable_alignment.policy.prefix import (
+        check_prefix_states,
+        compute_prefix_states,
+        decoder_blocks,
     )
 
     sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
@@ -200,20 +218,55 @@ def compute_reference_logps(
     model = base_policy.model
     if next(model.parameters()).device != device:
         model = copy.deepcopy(model).to(device)
-    cache = ReferenceLogps.empty(len(sequences))
+    trained = resolve_layers(
+        reference.get("trained_blocks", "all"),
+        len(decoder_blocks(model)),
+        f"{name}.trained_blocks",
+    )
+    cut = min(trained)  # blocks below it are frozen for every policy
     batch_size = int(reference["batch_size"])
-    chunk = max(batch_size // 2, 1) * 16
-    rows = torch.argsort(sequences.seq_len.max(1).values)  # short pairs first: less padding
-    for start in tqdm(range(0, len(rows), chunk), desc=f"{data['name']} reference", leave=False):
-        cache.ensure(
-            rows[start : start + chunk],
-            lambda batch: base_model_logps(model, batch),
-            sequences,
-            batch_size,
-            device,
+    num_pairs, _, length = sequences.input_ids.shape
+    states = None
+    if cut > 0:
+        first = torch.arange(min(num_pairs, 2))
+        sample = pair_sequences(sequences, first, torch.zeros_like(first)).to(device)
+        difference = check_prefix_states(model, sample, cut)
+        logger.info(
+            "%s: states entering block %d are computed once (checked: %.2g nats off the full "
+            "forward pass)",
+            data["name"],
+            cut,
+            difference,
         )
+        states = torch.zeros(num_pairs, 2, length, model.config.hidden_size)  # (P, 2, L, H)
+
+    cache = ReferenceLogps.empty(len(sequences))
+    per_chunk = max(batch_size // 2, 1)
+    rows = torch.argsort(sequences.seq_len.max(1).values)  # short pairs first: less padding
+    with torch.no_grad():
+        for start in tqdm(
+            range(0, len(rows), per_chunk), desc=f"{data['name']} reference", leave=False
+        ):
+            chunk = rows[start : start + per_chunk]  # (m,)
+            both = torch.cat([chunk, chunk])  # (2m,)
+            sides = torch.cat([torch.zeros_like(chunk), torch.ones_like(chunk)])  # (2m,)
+            batch = pair_sequences(sequences, both, sides).to(device)
+            if states is None:
+                logps = base_model_logps(model, batch)  # (2m,)
+            else:
+                lower = compute_prefix_states(model, batch, cut)  # (2m, L_b, H)
+                logps = base_model_logps(
+                    model, dataclasses.replace(batch, prefix_states=lower, prefix_blocks=cut)
+                )
+                width = lower.shape[1]
+                states[both, sides, :width] = lower.float().cpu()
+            logps = logps.float().cpu()
+            cache.values[chunk] = torch.stack([logps[: len(chunk)], logps[len(chunk) :]], 1)
     logger.info("%s.reference_logps: %d pairs on %s", data["name"], len(sequences), device)
-    return {"pair_id": sequences.pair_id, "logps": cache.values}
+    prefix = {"pair_id": sequences.pair_id, "blocks": torch.tensor(cut)}
+    if states is not None:
+        prefix["states"] = states
+    return {"pair_id": sequences.pair_id, "logps": cache.values}, prefix
 
 
 def _policy_data(
@@ -221,13 +274,28 @@ def _policy_data(
     features: dict[str, Any],
     policy_pairs: dict[str, Any],
     data: dict[str, Any],
+    prefix_states: dict[str, Any] | None = None,
 ) -> Any:
-    """The pairs with tokens and features, aligned (``PolicyData``)."""
+    """The pairs with tokens (and their prefix states, if kept) and features, aligned
+    (``PolicyData``)."""
     from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.evaluation.policy_metrics import PolicyData, policy_pairs_from_tensors
 
     split = dataset_tensors(pairs, features, data)
     sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
+    if prefix_states is not None and int(prefix_states["blocks"]) > 0:
+        import torch
+
+        if not torch.equal(prefix_states["pair_id"], sequences.pair_id):
+            raise ValueError(
+                f"'{data['name']}.prefix_states' was computed for other policy pairs than "
+                f"'{data['name']}.policy_pairs': run compute_reference_logps again"
+            )
+        sequences = dataclasses.replace(
+            sequences,
+            prefix_states=prefix_states["states"],  # (P, 2, L, H)
+            prefix_blocks=int(prefix_states["blocks"]),
+        )
     return PolicyData.align(
         sequences,
         split.data.features,
@@ -306,6 +374,7 @@ def train_policy(
     features: dict[str, Any],
     policy_pairs: dict[str, Any],
     reference_logps: dict[str, Any],
+    prefix_states: dict[str, Any],
     data: dict[str, Any],
     variant: dict[str, Any],
 ) -> tuple[Any, pd.DataFrame]:
@@ -314,7 +383,8 @@ def train_policy(
     Args:
         base_policy: the base model and tokenizer (deep-copied, never modified).
         pairs, features: the data set's pairs table and context embeddings.
-        policy_pairs: its tokenised pairs; reference_logps: their reference log-probs.
+        policy_pairs: its tokenised pairs; reference_logps: their reference
+            log-probs; prefix_states: the states of the frozen lower blocks (if kept).
         data: ``name``, ``objectives`` (and ``allow_missing_features``).
         variant: ``policy`` (:class:`PolicyConfig` keys; ``embedding_dim``
             defaults to the features' size) and ``training``
@@ -345,7 +415,7 @@ def train_policy(
             f"Parameter 'training.objectives': unknown objective(s) {unknown}; valid objectives "
             f"of '{name}': {objectives}"
         )
-    policy_data = _policy_data(pairs, features, policy_pairs, data)
+    policy_data = _policy_data(pairs, features, policy_pairs, data, prefix_states)
     policy_params = dict(variant["policy"])
     policy_params.setdefault("embedding_dim", int(policy_data.embeddings.shape[-1]))
     if policy_params.get("type") == "btl_dpo":
@@ -375,6 +445,7 @@ def predict_policy(
     features: dict[str, Any],
     policy_pairs: dict[str, Any],
     reference_logps: dict[str, Any],
+    prefix_states: dict[str, Any],
     episodes: dict[str, Any],
     data: dict[str, Any],
     evaluation: dict[str, Any],
@@ -403,7 +474,7 @@ def predict_policy(
     from steerable_alignment.training.policy_loop import cuda_autocast
 
     name = data["name"]
-    policy_data = _policy_data(pairs, features, policy_pairs, data)
+    policy_data = _policy_data(pairs, features, policy_pairs, data, prefix_states)
     stored = EvaluationEpisodes.from_tensors(episodes)
     episode_set = EvaluationEpisodes(
         policy_data.rows_from_source(stored.rows, f"{name}.policy_evaluation_episodes"),

@@ -53,6 +53,7 @@ def variant_pipeline() -> Pipeline:
         "features": "features",
         "policy_pairs": "policy_pairs",
         "reference_logps": "reference_logps",
+        "prefix_states": "prefix_states",
         "data": "params:data",
     }
     return Pipeline(
@@ -86,6 +87,7 @@ def dataset_pipeline(dataset: str) -> Pipeline:
     evaluation = f"params:dpo.{dataset}.evaluation"
     pairs, features = f"{dataset}.pairs", f"{dataset}.features"
     policy_pairs, reference = f"{dataset}.policy_pairs", f"{dataset}.reference_logps"
+    prefix = f"{dataset}.prefix_states"
     episodes = f"{dataset}.policy_evaluation_episodes"
     nodes = Pipeline(
         [
@@ -109,7 +111,7 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                     "data": data,
                     "reference": f"params:dpo.{dataset}.reference",
                 },
-                outputs=reference,
+                outputs=[reference, prefix],
                 name="compute_reference_logps",
                 namespace=dataset,
                 tags=["gpu"],
@@ -153,6 +155,7 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                 "features": features,
                 "policy_pairs": policy_pairs,
                 "reference_logps": reference,
+                "prefix_states": prefix,
                 "policy_evaluation_episodes": episodes,
             },
             parameters={
