@@ -1,8 +1,9 @@
 """The project as a user runs it: a KedroSession run, kedro-viz, the notebooks.
 
-One temporary copy of the project runs the default pipeline in the `test`
-environment (tiny parameters), then the `dpo` pipeline on a tiny random base
-policy built from the run's HH texts; kedro-viz and the notebooks then read it.
+One temporary copy of the project runs the default pipeline (DPO, generation
+and the report included) in the `test` environment (tiny parameters) on a
+tiny random base policy whose tokenizer learns the run's HH texts;
+kedro-viz and the notebooks then read it.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def _save_tiny_base_policy(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def project_run(tmp_path_factory):
-    """Copy the project, run `kedro run --env test` then `kedro run --env test --pipeline dpo`
-    through KedroSessions, time them (seconds of each, by pipeline)."""
+    """Copy the project, make the HH pairs and the tiny base policy, then run
+    `kedro run --env test` through a KedroSession and time it."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -68,15 +69,13 @@ def project_run(tmp_path_factory):
     try:
         bootstrap_project(root)
         seconds = {}
+        with KedroSession.create(project_path=root, env="test") as session:
+            session.run(pipeline_name="ultrafeedback")  # the HH texts the tiny tokenizer learns
+        _save_tiny_base_policy(root)
         started = time.perf_counter()
         with KedroSession.create(project_path=root, env="test") as session:
             session.run()
         seconds["__default__"] = time.perf_counter() - started
-        started = time.perf_counter()
-        _save_tiny_base_policy(root)
-        with KedroSession.create(project_path=root, env="test") as session:
-            session.run(pipeline_name="dpo")
-        seconds["dpo"] = time.perf_counter() - started
     finally:
         os.chdir(old_cwd)
     return root, seconds
@@ -102,14 +101,25 @@ def test_default_pipeline_runs_in_a_session(project_run):
         print(f"KedroSession run of the {name} pipeline (env test): {value:.1f} s")  # noqa: T201
 
 
-def test_dpo_pipeline_runs_in_a_session_on_the_tiny_base_policy(project_run):
+def test_the_default_run_trains_the_policies_steers_them_and_writes_the_report(project_run):
     import pandas as pd
 
     root, _ = project_run
     metrics = pd.read_parquet(root / "data/08_reporting/dpo_metrics.parquet")
-    assert set(metrics["model"]) == {"btl_helpfulness", "btl_honesty", "btl_mixed", "nppl_mixed"}
+    policies = {"btl_helpfulness", "btl_honesty", "btl_mixed", "nppl_mixed"}
+    assert set(metrics["model"]) == policies
     assert (root / "data/06_models/hh/nppl_mixed/policy").is_dir()
     assert (root / "data/06_models/base_policy/config.json").is_file()
+    samples = pd.read_parquet(root / "data/08_reporting/generation_samples.parquet")
+    assert set(samples["model"]) == policies
+    assert {"reward_helpfulness", "reward_honesty"} <= set(samples.columns)
+    gap = pd.read_parquet(root / "data/08_reporting/steering_gap.parquet")
+    assert set(gap["num_context"]) == {0, 3} and gap["gap_se"].notna().all()
+    assert (gap.loc[gap["num_context"] == 0, "gap"] == 0).all()  # one population latent
+    wins = pd.read_parquet(root / "data/08_reporting/generation_win_rates.parquet")
+    assert wins["win_rate"].between(0, 1).all()
+    report = (root / "data/08_reporting/report.html").read_text(encoding="utf-8")
+    assert "Steering gap" in report and "plotly" in report
 
 
 def _kedro(root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -127,7 +137,15 @@ def test_kedro_viz_build_shows_every_pipeline_and_the_chart(project_run):
     api = root / "build" / "api"
     main = json.loads((api / "main").read_text())
     registered = {p["id"] for p in main["pipelines"]}
-    expected = {"synthetic_data", "ultrafeedback", "embedding", "reward_modelling", "evaluation"}
+    expected = {
+        "synthetic_data",
+        "ultrafeedback",
+        "embedding",
+        "reward_modelling",
+        "evaluation",
+        "dpo",
+        "report",
+    }
     assert expected | {"__default__"} <= registered
     for name in expected:
         pipeline = json.loads((api / "pipelines" / name).read_text())

@@ -89,9 +89,7 @@ def test_only_the_lower_blocks_run_when_states_are_computed(tokenizer, batch):
 def test_a_model_that_cannot_restart_from_states_is_refused(tokenizer, batch, monkeypatch):
     model = _model(tokenizer)
     real = prefix.compute_prefix_states
-    monkeypatch.setattr(
-        prefix, "compute_prefix_states", lambda m, s, b: real(m, s, b) * 1.5 + 0.1
-    )
+    monkeypatch.setattr(prefix, "compute_prefix_states", lambda m, s, b: real(m, s, b) * 1.5 + 0.1)
     with pytest.raises(ConfigError, match=r"cached block-1 states differ .*'all'"):
         check_prefix_states(model, batch, 1)
 
@@ -166,7 +164,9 @@ def test_policy_log_probs_and_gradients_are_the_same_from_cached_states(tokenize
         logps = policy.sequence_logps(sequences, z)
         logps.sum().backward()
         return logps.detach(), {
-            n: p.grad.clone() for n, p in policy.trainable_parameters().items() if p.grad is not None
+            n: p.grad.clone()
+            for n, p in policy.trainable_parameters().items()
+            if p.grad is not None
         }
 
     full_logps, full_grads = grads(batch)
@@ -175,9 +175,7 @@ def test_policy_log_probs_and_gradients_are_the_same_from_cached_states(tokenize
     assert full_grads.keys() == cached_grads.keys() and full_grads
     for name, grad in full_grads.items():
         assert torch.allclose(cached_grads[name], grad, atol=1e-5), name
-    assert torch.allclose(
-        policy.reference_logps(cached), policy.reference_logps(batch), atol=1e-5
-    )
+    assert torch.allclose(policy.reference_logps(cached), policy.reference_logps(batch), atol=1e-5)
 
 
 def test_states_that_cover_an_adapted_block_are_refused(tokenizer, batch):
@@ -189,6 +187,4 @@ def test_states_that_cover_an_adapted_block_are_refused(tokenizer, batch):
     with pytest.raises(ConfigError, match=r"lowest 2 blocks but this policy adapts block 1"):
         policy.sequence_logps(cached, z)
     # the reference (adapters and FiLM off) may start anywhere
-    assert torch.allclose(
-        policy.reference_logps(cached), policy.reference_logps(batch), atol=1e-5
-    )
+    assert torch.allclose(policy.reference_logps(cached), policy.reference_logps(batch), atol=1e-5)

@@ -88,7 +88,7 @@ def run(hh, tiny_source, tmp_path_factory):
         "hh.reference_logps",
         "hh.prefix_states",
         *(f"hh.{v}.policy_history" for v in VARIANTS),
-        "hh.btl_mixed.policy",
+        *(f"hh.{v}.policy" for v in VARIANTS if v != "nppl_mixed"),
     )
     params = _params(tiny_source, tmp_path)
     catalog = memory_catalog(params, keep=keep, **{"hh.pairs": pairs, "hh.features": features})
@@ -260,7 +260,7 @@ def test_max_pairs_caps_each_split(hh, run):
     assert counts["validation"] == (pairs["split"] == "validation").sum()
 
 
-def test_dpo_is_registered_but_not_in_the_default_run():
+def test_dpo_on_hh_is_in_the_default_run_and_dpo_all_adds_hht():
     from kedro.framework.project import configure_project
 
     configure_project("steerable_alignment")
@@ -269,7 +269,8 @@ def test_dpo_is_registered_but_not_in_the_default_run():
     pipelines = register_pipelines()
     assert "dpo" in pipelines and "dpo_all" in pipelines
     default = {n.name for n in pipelines["__default__"].nodes}
-    assert not default & {n.name for n in pipelines["dpo_all"].nodes}
+    assert {n.name for n in pipelines["dpo"].nodes} <= default
+    assert not any(n.startswith("hht.") and n.endswith("_policy") for n in default)
     names = {n.name for n in pipelines["dpo"].nodes}
     assert "hh.nppl_mixed.train_policy" in names and not any(n.startswith("hht.") for n in names)
     assert any(n.startswith("hht.") for n in (n.name for n in pipelines["dpo_all"].nodes))
@@ -326,7 +327,13 @@ def test_the_entry_point_resumes_a_finished_run_from_its_last_checkpoint(run, tm
     catalog, params, _ = run
     again = PolicyCheckpointDataset(filepath=str(tmp_path / "again"))
     outputs = memory_catalog({}, keep=("hh.nppl_mixed.policy_history",))
-    shared = ("hh.pairs", "hh.features", "hh.policy_pairs", "hh.reference_logps", "hh.prefix_states")
+    shared = (
+        "hh.pairs",
+        "hh.features",
+        "hh.policy_pairs",
+        "hh.reference_logps",
+        "hh.prefix_states",
+    )
     for name in ("base_policy", *shared):
         outputs[name] = catalog.get(name)
     outputs["hh.nppl_mixed.policy"] = again

@@ -187,6 +187,13 @@ def _render(tokenizer: Any, prompt: str, response: str | None) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
+def render_prompt(tokenizer: Any, prompt: str) -> str:
+    """The prompt part of a sequence as text: the chat template with the user turn and the
+    generation prompt (what a policy answers from, in training and in generation)."""
+    _check_template(tokenizer)
+    return _render(tokenizer, prompt, None)
+
+
 def _encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     """Token ids of rendered templates; the template already holds the special tokens."""
     if not texts:

@@ -10,6 +10,7 @@ mutate their inputs: the base model is deep-copied before a policy wraps it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -186,7 +187,12 @@ def compute_reference_logps(
         reference: ``batch_size`` (sequences per forward pass), ``device`` and
             ``trained_blocks`` (``all`` — the default, no states kept —,
             ``top_<k>`` or block indices: every block any policy of the data
-            set adapts).
+            set adapts) and ``prefix_dtype`` (``float32``, the default, or
+            ``bfloat16``: the lower blocks run under bf16 autocast, ~2.4x
+            faster on a CPU with AVX512-BF16; the states are stored in
+            float32, and the reference, training and evaluation all start from
+            these same states, so the policy/reference log-ratio is unbiased —
+            the reference is then the base model with its lower blocks in bf16).
 
     Returns:
         ``reference_logps``: ``pair_id (P,)`` and ``logps (P, 2)`` float32
@@ -194,7 +200,7 @@ def compute_reference_logps(
         ``blocks`` (the cut, 0 when off) and ``states (P, 2, L, H)`` float32.
     """
     name = f"dpo.{data['name']}.reference"
-    _check_keys(reference, name, {"batch_size"}, {"device", "trained_blocks"})
+    _check_keys(reference, name, {"batch_size"}, {"device", "trained_blocks", "prefix_dtype"})
     import copy
 
     import torch
@@ -224,6 +230,16 @@ def compute_reference_logps(
         f"{name}.trained_blocks",
     )
     cut = min(trained)  # blocks below it are frozen for every policy
+    prefix_dtype = str(reference.get("prefix_dtype", "float32"))
+    if prefix_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(
+            f"Parameter '{name}.prefix_dtype': expected float32 or bfloat16, got {prefix_dtype!r}"
+        )
+    lower_autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if prefix_dtype == "bfloat16"
+        else contextlib.nullcontext()
+    )
     batch_size = int(reference["batch_size"])
     num_pairs, _, length = sequences.input_ids.shape
     states = None
@@ -232,10 +248,11 @@ def compute_reference_logps(
         sample = pair_sequences(sequences, first, torch.zeros_like(first)).to(device)
         difference = check_prefix_states(model, sample, cut)
         logger.info(
-            "%s: states entering block %d are computed once (checked: %.2g nats off the full "
-            "forward pass)",
+            "%s: states entering block %d are computed once in %s (mechanism checked in "
+            "float32: %.2g nats off the full forward pass)",
             data["name"],
             cut,
+            prefix_dtype,
             difference,
         )
         states = torch.zeros(num_pairs, 2, length, model.config.hidden_size)  # (P, 2, L, H)
@@ -254,7 +271,8 @@ def compute_reference_logps(
             if states is None:
                 logps = base_model_logps(model, batch)  # (2m,)
             else:
-                lower = compute_prefix_states(model, batch, cut)  # (2m, L_b, H)
+                with lower_autocast:
+                    lower = compute_prefix_states(model, batch, cut).float()  # (2m, L_b, H)
                 logps = base_model_logps(
                     model, dataclasses.replace(batch, prefix_states=lower, prefix_blocks=cut)
                 )

@@ -10,6 +10,14 @@ one table, one comparisons table and a summary for all data sets.
 
 from kedro.pipeline import Pipeline, node
 
+from steerable_alignment.pipelines.dpo.pipeline import DEFAULT_DPO_DATASETS, DPO_DATASETS
+from steerable_alignment.pipelines.evaluation.generation_nodes import (
+    generate_answers_for_users,
+    make_generation_users,
+    plot_steering_gap,
+    score_answers,
+    summarise_generations,
+)
 from steerable_alignment.pipelines.evaluation.nodes import (
     ORACLE_MODEL,
     collect_reward_metrics,
@@ -150,6 +158,110 @@ def report_pipeline(datasets: list[str]) -> Pipeline:
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def generation_objectives(dataset: str) -> list[str]:
+    """The objectives with their own BTL-DPO policy (and BTL reward model) on ``dataset``."""
+    return [
+        v.removeprefix("btl_")
+        for v in DPO_DATASETS[dataset]
+        if v.startswith("btl_") and v != "btl_mixed"
+    ]
+
+
+def generation_pipeline(dataset: str) -> Pipeline:
+    """Steered answers of every DPO policy of ``dataset``, scored by the BTL reward models."""
+    data = f"params:dpo.{dataset}.data"
+    generation = f"params:generation.{dataset}"
+    pairs, features = f"{dataset}.pairs", f"{dataset}.features"
+    users = f"{dataset}.generation_users"
+    nodes = [
+        node(
+            make_generation_users,
+            inputs={"pairs": pairs, "features": features, "data": data, "generation": generation},
+            outputs=users,
+            name="make_generation_users",
+            namespace=dataset,
+        ),
+        node(
+            score_answers,
+            inputs={
+                "pairs": pairs,
+                "features": features,
+                "users": users,
+                "data": data,
+                "embedding": f"params:embedding.{dataset}",
+                "generation": generation,
+                **{v: f"{dataset}.{v}.generations" for v in DPO_DATASETS[dataset]},
+                **{
+                    f"reward_model_{k}": f"{dataset}.btl_{k}.reward_model"
+                    for k in generation_objectives(dataset)
+                },
+            },
+            outputs=f"{dataset}_generation_scores",
+            name="score_answers",
+            namespace=dataset,
+        ),
+    ]
+    nodes += [
+        node(
+            generate_answers_for_users,
+            inputs={
+                "base_policy": "base_policy",
+                "policy": f"{dataset}.{variant}.policy",
+                "pairs": pairs,
+                "features": features,
+                "users": users,
+                "data": data,
+                "generation": generation,
+            },
+            outputs=f"{dataset}.{variant}.generations",
+            name="generate_answers",
+            namespace=f"{dataset}.{variant}",
+            tags=["gpu", variant],
+        )
+        for variant in DPO_DATASETS[dataset]
+    ]
+    return Pipeline(nodes, tags=[dataset, "generation"])
+
+
+def generation_report_pipeline(datasets: tuple[str, ...]) -> Pipeline:
+    """Win-rates, steering gaps, mean rewards and samples of every data set, and the chart."""
+    return Pipeline(
+        [
+            node(
+                summarise_generations,
+                inputs={
+                    "generation": "params:generation",
+                    **{d: f"{d}_generation_scores" for d in datasets},
+                },
+                outputs=[
+                    "generation_win_rates",
+                    "steering_gap",
+                    "generation_rewards",
+                    "generation_samples",
+                ],
+                name="summarise_generations",
+            ),
+            node(
+                plot_steering_gap,
+                inputs="steering_gap",
+                outputs="steering_gap_chart",
+                name="plot_steering_gap",
+            ),
+        ],
+        tags=["generation"],
+    )
+
+
+def create_pipeline(
+    generation_datasets: tuple[str, ...] = DEFAULT_DPO_DATASETS, **kwargs
+) -> Pipeline:
+    """Reward-model evaluation on every data set, and generation on ``generation_datasets``
+    (the DPO data sets; their policies come from the ``dpo`` pipeline)."""
     per_dataset = [dataset_pipeline(d) for d in REWARD_DATASETS]
-    return sum(per_dataset, report_pipeline(list(REWARD_DATASETS)))
+    pipeline = sum(per_dataset, report_pipeline(list(REWARD_DATASETS)))
+    if generation_datasets:
+        pipeline += sum(
+            (generation_pipeline(d) for d in generation_datasets),
+            generation_report_pipeline(tuple(generation_datasets)),
+        )
+    return pipeline

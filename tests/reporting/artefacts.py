@@ -1,0 +1,175 @@
+"""Hand-made report inputs: small tables in the catalog's shapes and tiny plotly figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+SIZES = (0, 3, 10)
+METRIC_COLUMNS = [
+    "dataset",
+    "model",
+    "objective",
+    "num_context",
+    "accuracy",
+    "accuracy_se_bootstrap",
+    "accuracy_se_episodes",
+    "nll",
+    "nll_se_bootstrap",
+    "nll_se_episodes",
+    "ece",
+    "n_episodes",
+    "n_clusters",
+]
+COMPARISON_COLUMNS = [
+    "dataset",
+    "model",
+    "baseline",
+    "objective",
+    "num_context",
+    "accuracy_diff",
+    "accuracy_diff_se",
+    "nll_diff",
+    "nll_diff_se",
+    "n_episodes",
+]
+#: A response that would break the page if it were not escaped.
+HOSTILE = '</div><script>alert("x")</script> & <b>bold</b> — é'
+
+
+def metrics(dataset: str, models: tuple[str, ...], objectives: tuple[str, ...]) -> pd.DataFrame:
+    rows = []
+    for i, model in enumerate(models):
+        for objective in ("all", *objectives):
+            for n in SIZES:
+                accuracy = 0.6 + 0.01 * i + 0.02 * SIZES.index(n)
+                rows.append(
+                    (dataset, model, objective, n, accuracy, 0.01, 0.005, 0.6, 0.02, 0.01, 0.03)
+                    + (400 if objective == "all" else 200, 50)
+                )
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def comparisons(dataset: str, model: str, baseline: str) -> pd.DataFrame:
+    rows = [(dataset, model, baseline, "all", n, 0.01 * n, 0.005, -0.01, 0.004, 400) for n in SIZES]
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def line_chart(title: str, panels: int = 1) -> go.Figure:
+    fig = make_subplots(rows=1, cols=panels)
+    for col in range(1, panels + 1):
+        fig.add_trace(go.Scatter(x=list(SIZES), y=[70, 80, 90], name=title), row=1, col=col)
+    fig.update_layout(title=title)
+    return fig
+
+
+def generation_samples() -> pd.DataFrame:
+    rows = []
+    for prompt_id in (7, 3, 5):
+        for user in ("helpfulness", "honesty"):
+            for n in (0, 10):
+                for model in ("nppl_mixed", "btl_mixed"):
+                    response = f"{model} answers {user} at {n} for prompt {prompt_id}"
+                    if (prompt_id, user, n, model) == (3, "honesty", 10, "nppl_mixed"):
+                        response = HOSTILE
+                    rows.append(
+                        {
+                            "dataset": "hh",
+                            "prompt_id": prompt_id,
+                            "prompt": f"Question {prompt_id}?",
+                            "user": user,
+                            "num_context": n,
+                            "model": model,
+                            "response": response,
+                            "reward_helpfulness": 0.1 * prompt_id,
+                            "reward_honesty": -0.25,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def generation_tables() -> dict[str, Any]:
+    win_rates = pd.DataFrame(
+        [
+            ("hh", "nppl_mixed", "btl_mixed", objective, n, 0.55 + 0.01 * n, 0.03, 3)
+            for objective in ("helpfulness", "honesty")
+            for n in SIZES
+        ],
+        columns=[
+            "dataset",
+            "model",
+            "baseline",
+            "objective",
+            "num_context",
+            "win_rate",
+            "win_rate_se",
+            "n_prompts",
+        ],
+    )
+    gap = pd.DataFrame(
+        [
+            ("hh", "nppl_mixed", k, j, n, 0.01 * n - 0.02, 0.015, 3)
+            for k, j in (("helpfulness", "honesty"), ("honesty", "helpfulness"))
+            for n in SIZES
+        ],
+        columns=[
+            "dataset",
+            "model",
+            "objective",
+            "context_objective",
+            "num_context",
+            "gap",
+            "gap_se",
+            "n_prompts",
+        ],
+    )
+    return {
+        "generation_win_rates": win_rates,
+        "steering_gap": gap,
+        "steering_gap_chart": line_chart("steering gap", panels=2),
+        "generation_samples": generation_samples(),
+    }
+
+
+def report_inputs() -> dict[str, Any]:
+    """Every ``build_report`` argument but ``report``, keyed by argument name."""
+    reward_metrics = pd.concat(
+        [
+            metrics("synthetic", ("bayes_optimal", "btl", "nppl"), ("user_0", "user_1")),
+            metrics("hh", ("btl_mixed", "nppl_mixed"), ("helpfulness", "honesty")),
+            metrics("hht", ("btl_mixed", "nppl_mixed"), ("helpfulness", "honesty", "truthfulness")),
+        ],
+        ignore_index=True,
+    )
+    reward_comparisons = pd.concat(
+        [comparisons("synthetic", "nppl", "btl"), comparisons("hh", "nppl_mixed", "btl_mixed")],
+        ignore_index=True,
+    )
+    return {
+        "reward_metrics": reward_metrics,
+        "reward_comparisons": reward_comparisons,
+        "synthetic_accuracy_chart": line_chart("synthetic accuracy", panels=3),
+        "hh_accuracy_chart": line_chart("hh accuracy", panels=3),
+        "hht_accuracy_chart": line_chart("hht accuracy", panels=4).to_dict(),
+        "dpo_metrics": metrics("hh", ("btl_mixed", "nppl_mixed"), ("helpfulness", "honesty")),
+        "dpo_comparisons": comparisons("hh", "nppl_mixed", "btl_mixed"),
+        "dpo_accuracy_chart": line_chart("dpo accuracy"),
+        **generation_tables(),
+    }
+
+
+def report_params() -> dict[str, Any]:
+    return {
+        "title": "Test <report>",
+        "samples": {
+            "dataset": "hh",
+            "users": ["helpfulness", "honesty"],
+            "model": "nppl_mixed",
+            "baseline": "btl_mixed",
+            "num_context": None,
+            "num_prompts": 2,
+        },
+    }
