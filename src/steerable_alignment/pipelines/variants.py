@@ -1,4 +1,4 @@
-"""Which reward-model variants run on which data set.
+"""Which reward-model and DPO policy variants run on which data set.
 
 One base pipeline (``reward_modelling``) and one evaluation pipeline are
 instantiated per ``(dataset, variant)`` under the namespace
@@ -36,3 +36,14 @@ REWARD_DATASETS: dict[str, DatasetSpec] = {
         variants=("btl_helpfulness", "btl_honesty", "btl_truthfulness", "btl_mixed", "nppl_mixed")
     ),
 }
+
+#: DPO policy variants per data set: ``btl_<objective>`` (plain DPO + LoRA on
+#: one objective's users), ``btl_mixed`` (all users) and ``nppl_mixed``
+#: (NP-DPO). Each has a block in conf/base/parameters_dpo.yml.
+DPO_DATASETS: dict[str, tuple[str, ...]] = {
+    "hh": ("btl_helpfulness", "btl_honesty", "btl_mixed", "nppl_mixed"),
+    "hht": ("btl_helpfulness", "btl_honesty", "btl_truthfulness", "btl_mixed", "nppl_mixed"),
+}
+#: The data sets of ``kedro run --pipeline dpo`` and of the default run's
+#: generation (CPU-sized); ``dpo_all`` runs every one.
+DEFAULT_DPO_DATASETS = ("hh",)

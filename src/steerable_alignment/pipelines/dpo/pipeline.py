@@ -33,16 +33,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
     concat_reward_comparisons,
     concat_reward_metrics,
 )
-
-#: Policy variants per data set: ``btl_<objective>`` (plain DPO + LoRA on one
-#: objective's users), ``btl_mixed`` (all users) and ``nppl_mixed`` (NP-DPO).
-#: Each has a block in conf/base/parameters_dpo.yml.
-DPO_DATASETS: dict[str, tuple[str, ...]] = {
-    "hh": ("btl_helpfulness", "btl_honesty", "btl_mixed", "nppl_mixed"),
-    "hht": ("btl_helpfulness", "btl_honesty", "btl_truthfulness", "btl_mixed", "nppl_mixed"),
-}
-#: The data sets of ``kedro run --pipeline dpo`` (CPU-sized); ``dpo_all`` runs every one.
-DEFAULT_DPO_DATASETS = ("hh",)
+from steerable_alignment.pipelines.variants import DEFAULT_DPO_DATASETS, DPO_DATASETS
 
 
 def variant_pipeline() -> Pipeline:

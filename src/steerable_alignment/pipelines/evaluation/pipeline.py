@@ -10,7 +10,6 @@ one table, one comparisons table and a summary for all data sets.
 
 from kedro.pipeline import Pipeline, node
 
-from steerable_alignment.pipelines.dpo.pipeline import DEFAULT_DPO_DATASETS, DPO_DATASETS
 from steerable_alignment.pipelines.evaluation.generation_nodes import (
     generate_answers_for_users,
     make_generation_users,
@@ -29,7 +28,11 @@ from steerable_alignment.pipelines.evaluation.nodes import (
     predict_reward_model,
     summarise_reward_metrics,
 )
-from steerable_alignment.pipelines.variants import REWARD_DATASETS
+from steerable_alignment.pipelines.variants import (
+    DEFAULT_DPO_DATASETS,
+    DPO_DATASETS,
+    REWARD_DATASETS,
+)
 
 
 def base_pipeline() -> Pipeline:
