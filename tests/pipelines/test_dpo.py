@@ -210,7 +210,36 @@ def test_reference_logps_from_the_kept_block_states_equal_the_base_models(run):
     for side in (0, 1):
         direct = base_model_logps(model, pair_sequences(tokens, rows, torch.full_like(rows, side)))
         stored = catalog.load("hh.reference_logps")["logps"][rows, side]
-        assert torch.allclose(stored, direct, atol=1e-4)
+        assert torch.allclose(stored, direct, rtol=1e-5, atol=1e-3)
+
+
+def test_prefix_states_in_bfloat16_stay_close_and_bad_settings_fail(run):
+    from steerable_alignment.pipelines.dpo.nodes import compute_reference_logps
+
+    catalog, params, _ = run
+    tokens = catalog.load("hh.policy_pairs")
+    few = {k: (v[:6] if k != "pad_token_id" else v) for k, v in tokens.items()}
+    data = params["dpo"]["hh"]["data"]
+    reference = {**params["dpo"]["hh"]["reference"], "prefix_dtype": "float32"}
+    base = catalog.load("base_policy")
+    exact, states = compute_reference_logps(base, few, data, reference)
+    fast, fast_states = compute_reference_logps(
+        base, few, data, {**reference, "prefix_dtype": "bfloat16"}
+    )
+    assert fast_states["states"].dtype == torch.float32  # stored in float32 either way
+    mask = tokens["attention_mask"][:6].bool()
+    error = (fast_states["states"] - states["states"])[mask].norm() / states["states"][mask].norm()
+    assert 0 < float(error) < 0.02
+    assert torch.allclose(fast["logps"], exact["logps"], atol=0.5)
+    with pytest.raises(ConfigError, match=r"prefix_dtype': expected float32 or bfloat16"):
+        compute_reference_logps(base, few, data, {**reference, "prefix_dtype": "int8"})
+    with pytest.raises(ConfigError, match=r"trained_blocks.*asks for 9 blocks"):
+        compute_reference_logps(base, few, data, {**reference, "trained_blocks": "top_9"})
+    off, off_states = compute_reference_logps(
+        base, few, data, {**reference, "trained_blocks": "all"}
+    )
+    assert int(off_states["blocks"]) == 0 and "states" not in off_states
+    assert torch.allclose(off["logps"], exact["logps"], rtol=1e-5, atol=1e-3)
 
 
 def test_context_embeddings_of_another_size_fail_before_training(hh, run, monkeypatch):
