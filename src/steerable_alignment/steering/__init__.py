@@ -1,0 +1,44 @@
+"""Steering with the trained artefacts: a user's few choices condition the models.
+
+Framework-free (never imports Kedro). ``steerable_alignment.steer`` is the
+command line on top of it (docs/steer.md).
+
+- :mod:`.inputs`: the JSON Lines files (context pairs, candidates, prompts),
+  checked with errors that name the file, line and field;
+- :mod:`.core`: embedding the context as the ``embedding`` pipeline does,
+  NP-BTL rewards of candidates, NP-DPO generation conditioned on the context;
+- :mod:`.report`: the text table and the JSON output.
+
+This package imports only the torch-free parts; import :mod:`.core` and
+:mod:`.report` where the models are used.
+"""
+
+from steerable_alignment.steering.errors import (
+    ContextTooLongError,
+    InputError,
+    MissingArtifactError,
+    SteeringError,
+)
+from steerable_alignment.steering.inputs import (
+    Candidate,
+    ContextPair,
+    PromptRecord,
+    check_context_size,
+    read_candidates,
+    read_context,
+    read_prompts,
+)
+
+__all__ = [
+    "Candidate",
+    "ContextPair",
+    "ContextTooLongError",
+    "InputError",
+    "MissingArtifactError",
+    "PromptRecord",
+    "SteeringError",
+    "check_context_size",
+    "read_candidates",
+    "read_context",
+    "read_prompts",
+]

@@ -1,0 +1,155 @@
+"""What the ``steer`` command prints: a plain-text table, or one JSON document.
+
+Plain text (no terminal codes) so the output reads the same in a terminal, a
+file or a pipe; ``--json`` gives the same content for programs.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from steerable_alignment.evaluation.generation import SamplingConfig
+from steerable_alignment.steering.core import ScoredCandidate
+from steerable_alignment.steering.inputs import PromptRecord
+
+WIDTH = 100  # characters per line of the text report
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Where the answers come from, printed above them.
+
+    Attributes:
+        dataset: the data set the models were trained on (``hh``, ``hht``).
+        model: the catalog name of the model used.
+        version: its catalog version (versioned data sets), or ``None``.
+        context_file: the user's context file.
+        context_pairs: N, its number of pairs.
+        max_context: the largest context the model was trained with.
+    """
+
+    dataset: str
+    model: str
+    version: str | None
+    context_file: str
+    context_pairs: int
+    max_context: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "version": self.version,
+            "context": {"file": self.context_file, "pairs": self.context_pairs},
+            "max_context": self.max_context,
+        }
+
+    def header(self) -> str:
+        version = f" (version {self.version})" if self.version else ""
+        return (
+            f"{self.model}{version}, conditioned on {self.context_pairs} context pair(s) "
+            f"from {self.context_file} (trained with up to {self.max_context})"
+        )
+
+
+def _indent(text: str, prefix: str) -> str:
+    return textwrap.fill(
+        " ".join(text.split()), WIDTH, initial_indent=prefix, subsequent_indent=" " * len(prefix)
+    )
+
+
+def scores_json(info: RunInfo, scored: Sequence[ScoredCandidate]) -> str:
+    """The scores as JSON: run facts and one object per candidate (ranked within prompts)."""
+    return (
+        json.dumps(
+            {
+                "mode": "score",
+                **info.to_dict(),
+                "candidates": [
+                    {
+                        "line": s.candidate.line,
+                        "prompt": s.candidate.prompt,
+                        "response": s.candidate.response,
+                        "reward": s.reward,
+                        "reward_no_context": s.reward_no_context,
+                        "rank": s.rank,
+                    }
+                    for s in scored
+                ],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+
+
+def scores_text(info: RunInfo, scored: Sequence[ScoredCandidate]) -> str:
+    """The scores as a table per prompt: rank, reward, reward without context, response."""
+    lines = [f"NP-BTL rewards: {info.header()}", ""]
+    prompt = None
+    number = 0
+    for s in scored:
+        if s.candidate.prompt != prompt:
+            prompt = s.candidate.prompt
+            number += 1
+            if number > 1:
+                lines.append("")
+            lines.append(_indent(prompt, f"Prompt {number}: "))
+            lines.append(f"  {'rank':>4}  {'reward':>8}  {'no context':>10}  response (line)")
+        row = f"  {s.rank:>4}  {s.reward:>8.3f}  {s.reward_no_context:>10.3f}  "
+        lines.append(_indent(f"{s.candidate.response} ({s.candidate.line})", row))
+    return "\n".join(lines) + "\n"
+
+
+def answers_json(
+    info: RunInfo, options: SamplingConfig, prompts: Sequence[PromptRecord], answers: list[str]
+) -> str:
+    """The answers as JSON: run facts, sampling settings, one object per prompt."""
+    return (
+        json.dumps(
+            {
+                "mode": "generate",
+                **info.to_dict(),
+                "generation": {
+                    "max_new_tokens": options.max_new_tokens,
+                    "temperature": options.temperature,
+                    "top_p": options.top_p,
+                    "seed": options.seed,
+                },
+                "answers": [
+                    {"line": p.line, "prompt": p.prompt, "response": a}
+                    for p, a in zip(prompts, answers, strict=True)
+                ],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+
+
+def answers_text(
+    info: RunInfo, options: SamplingConfig, prompts: Sequence[PromptRecord], answers: list[str]
+) -> str:
+    """The answers, one block per prompt."""
+    sampling = (
+        "greedy"
+        if options.temperature == 0
+        else f"temperature {options.temperature}, top_p {options.top_p}"
+    )
+    lines = [
+        f"NP-DPO answers: {info.header()}",
+        f"{sampling}, at most {options.max_new_tokens} new tokens, seed {options.seed}",
+    ]
+    for number, (p, answer) in enumerate(zip(prompts, answers, strict=True), start=1):
+        lines += [
+            "",
+            _indent(p.prompt, f"[{number}] prompt: "),
+            _indent(answer or "(empty answer)", "    answer: "),
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,525 @@
+"""``python -m steerable_alignment.steer`` end to end on tiny trained artefacts, and bad inputs.
+
+One temporary copy of the project trains, in the ``test`` environment, only
+what the command reads: the HH pairs, their MiniLM features, the
+``hh.nppl_mixed`` reward model and the ``hh.nppl_mixed`` NP-DPO policy on a
+tiny random base policy. The command then runs as a subprocess against it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from steerable_alignment.steering import (
+    ContextTooLongError,
+    check_context_size,
+    read_candidates,
+    read_context,
+    read_prompts,
+)
+from tests.conftest import PROJECT_ROOT
+from tests.pipelines.helpers import project_parameters
+from tests.project_copy import copy_project, save_tiny_base_policy
+
+EXAMPLES = PROJECT_ROOT / "docs" / "examples"
+TRAINED_NODES = (
+    "hh.embed_pairs",
+    "hh.nppl_mixed.train_reward_model",
+    "prepare_base_policy",
+    "hh.tokenise_policy_pairs",
+    "hh.compute_reference_logps",
+    "hh.nppl_mixed.train_policy",
+)
+
+
+def trained_max_context() -> dict[str, int]:
+    """The largest training context of each NP model in the test env (3 in conf/test)."""
+    params = project_parameters()
+    return {
+        "reward_model": params["reward_modelling"]["hh"]["nppl_mixed"]["training"]["max_context"],
+        "policy": params["dpo"]["hh"]["nppl_mixed"]["training"]["max_context"],
+    }
+
+
+# The example contexts are cut to a size both models were trained with.
+TEST_MAX_CONTEXT = min(trained_max_context().values())
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project copy holding the trained artefacts ``steer`` reads (env ``test``)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    root = copy_project(tmp_path_factory.mktemp("steer_project"))
+    old_cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        bootstrap_project(root)
+        with KedroSession.create(project_path=root, env="test") as session:
+            session.run(
+                pipeline_name="ultrafeedback",
+                node_names=["load_ultrafeedback_raw", "hh.build_preference_pairs"],
+            )
+        save_tiny_base_policy(root)
+        with KedroSession.create(project_path=root, env="test") as session:
+            session.run(
+                pipeline_names=["embedding", "reward_modelling", "dpo"],
+                node_names=list(TRAINED_NODES),
+            )
+    finally:
+        os.chdir(old_cwd)
+    return root
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def steer(project: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the command as a user would, from outside the project folder."""
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [sys.executable, "-m", "steerable_alignment.steer", "--project-path", str(project)]
+    return subprocess.run(
+        [*command, "--env", "test", *args],
+        cwd=cwd or project.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def head(path: Path, lines: int, out: Path) -> Path:
+    """The first ``lines`` lines of an example file (conf/test trains on contexts of <= 3)."""
+    out.write_text("".join(path.read_text().splitlines(keepends=True)[:lines]))
+    return out
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit status 1, one message on stderr holding every fragment, no traceback, no stdout."""
+    assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stdout == ""
+    assert "steer: error:" in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr[-3000:])
+
+
+def pipeline_features(rows: list[dict]) -> torch.Tensor:
+    """(N, 2, D) features of (prompt, response_a, response_b) rows by the embedding node."""
+    import pandas as pd
+
+    from steerable_alignment.pipelines.embedding.nodes import embed_pairs
+
+    params = {**project_parameters()["embedding"]["hh"], "shard_dir": None}
+    pairs = pd.DataFrame(
+        {
+            "pair_id": range(len(rows)),
+            "prompt": [r["prompt"] for r in rows],
+            "response_a": [r["response_a"] for r in rows],
+            "response_b": [r["response_b"] for r in rows],
+        }
+    )
+    return embed_pairs(pairs, params)["features"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_reward_model(project: Path):
+    from kedro.io.core import Version
+
+    from steerable_alignment.datasets import RewardModelDataset
+
+    path = project / "data/06_models/hh/nppl_mixed/reward_model.safetensors"
+    return RewardModelDataset(filepath=str(path), version=Version(None, None)).load()
+
+
+@pytest.fixture(scope="module")
+def contexts(tmp_path_factory):
+    """The two example users, cut to the test env's largest context (3 pairs)."""
+    folder = tmp_path_factory.mktemp("contexts")
+    return {
+        user: head(EXAMPLES / f"context_{user}.jsonl", TEST_MAX_CONTEXT, folder / f"{user}.jsonl")
+        for user in ("helpful", "honest")
+    }
+
+
+# -- the example files -----------------------------------------------------------------------
+
+
+def test_the_example_users_disagree_on_every_pair():
+    helpful = read_context(EXAMPLES / "context_helpful.jsonl")
+    honest = read_context(EXAMPLES / "context_honest.jsonl")
+    assert len(helpful) == len(honest) == 6
+    for a, b in zip(helpful, honest):
+        assert (a.prompt, a.response_a, a.response_b) == (b.prompt, b.response_a, b.response_b)
+        assert a.choice == 1 - b.choice
+    candidates = read_candidates(EXAMPLES / "candidates.jsonl")
+    assert len({c.prompt for c in candidates}) < len(candidates)  # several per prompt: a ranking
+    assert read_prompts(EXAMPLES / "prompts.jsonl")
+
+
+def test_a_context_up_to_the_trained_size_is_accepted_and_a_larger_one_refused():
+    check_context_size(3, 3, "m", "p.max_context", "ctx.jsonl")
+    with pytest.raises(
+        ContextTooLongError, match=r"ctx.jsonl holds 4 .* at most 3 .*p\.max_context"
+    ):
+        check_context_size(4, 3, "m", "p.max_context", "ctx.jsonl")
+
+
+def test_missing_artefacts_name_the_pipeline_that_makes_them():
+    from kedro.framework.project import configure_project
+
+    from steerable_alignment.pipeline_registry import register_pipelines
+    from steerable_alignment.steer import missing_artifacts_message, producing_pipeline
+
+    configure_project("steerable_alignment")  # find_pipelines() needs the package name
+    pipelines = register_pipelines()
+    expected = {
+        "hh.pairs": "ultrafeedback",
+        "hh.features": "embedding",
+        "hh.nppl_mixed.reward_model": "reward_modelling",
+        "base_policy": "dpo",
+        "hh.nppl_mixed.policy": "dpo",
+        "hht.nppl_mixed.policy": "dpo_all",  # `dpo` trains hh only
+        "no.such.entry": None,
+    }
+    for name, pipeline in expected.items():
+        assert producing_pipeline(name, pipelines) == pipeline, name
+    message = missing_artifacts_message([("hh.features", "embedding")], "base")
+    assert "hh.features: run `kedro run --pipeline embedding`" in message
+
+
+def test_models_that_read_no_context_and_other_embedding_sizes_are_refused():
+    from steerable_alignment.embedding import EmbeddingConfig
+    from steerable_alignment.models.config import RewardModelConfig
+    from steerable_alignment.models.reward_models import build_model
+    from steerable_alignment.steering import Candidate, SteeringError
+    from steerable_alignment.steering.core import check_reward_model, embed_candidates
+
+    btl = build_model(RewardModelConfig(type="btl", input_dim=4, hidden_dim=8, num_heads=2))
+    with pytest.raises(SteeringError, match="hh.btl_mixed.reward_model is a 'btl' model"):
+        check_reward_model(btl, "hh.btl_mixed.reward_model")
+    config = EmbeddingConfig.from_params(project_parameters()["embedding"]["hh"])
+    candidate = Candidate("How do I boil an egg?", "Boil it for eight minutes.", line=1)
+    with pytest.raises(SteeringError, match="gives vectors of size 384 but the trained models"):
+        embed_candidates([candidate], config, dim=16, path="candidates.jsonl")
+
+
+# -- end to end: scores ----------------------------------------------------------------------
+
+
+def test_scores_are_the_reward_models_own_preferences_given_the_context(project, contexts):
+    result = steer(
+        project,
+        "--context",
+        str(contexts["helpful"]),
+        "--candidates",
+        str(EXAMPLES / "candidates.jsonl"),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["mode"] == "score" and out["dataset"] == "hh"
+    assert out["model"] == "hh.nppl_mixed.reward_model" and out["version"]
+    assert out["context"]["pairs"] == TEST_MAX_CONTEXT
+    assert out["max_context"] == trained_max_context()["reward_model"]
+    scored = out["candidates"]
+    candidates = read_rows(EXAMPLES / "candidates.jsonl")
+    assert sorted(s["line"] for s in scored) == list(range(1, len(candidates) + 1))
+    by_prompt: dict[str, list[dict]] = {}
+    for s in scored:
+        by_prompt.setdefault(s["prompt"], []).append(s)
+    for rows in by_prompt.values():  # ranked best first within each prompt
+        assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+        assert [r["reward"] for r in rows] == sorted((r["reward"] for r in rows), reverse=True)
+
+    # Every two candidates of a prompt, as a target pair of an episode with this context:
+    # the model's P(b > a) equals sigma(reward_b - reward_a) of the command's rewards.
+    from steerable_alignment.episodes.batch import EpisodeBatch
+
+    model = load_reward_model(project)
+    context_rows = read_rows(contexts["helpful"])
+    context = pipeline_features(context_rows).unsqueeze(0)  # (1, N, 2, D)
+    reward = {s["line"]: s for s in scored}
+    pairs = [
+        (a, b)
+        for a in range(len(candidates))
+        for b in range(a + 1, len(candidates))
+        if candidates[a]["prompt"] == candidates[b]["prompt"]
+    ]
+    targets = pipeline_features(
+        [
+            {
+                **candidates[a],
+                "response_a": candidates[a]["response"],
+                "response_b": candidates[b]["response"],
+            }
+            for a, b in pairs
+        ]
+    ).unsqueeze(0)  # (1, T, 2, D)
+    for key, n in (("reward", len(context_rows)), ("reward_no_context", 0)):
+        batch = EpisodeBatch(
+            context_features=context[:, :n],
+            context_choices=torch.tensor([[r["choice"] for r in context_rows]])[:, :n],
+            context_mask=torch.ones(1, n, dtype=torch.bool),
+            target_features=targets,
+            target_choices=torch.zeros(1, len(pairs), dtype=torch.long),
+            target_mask=torch.ones(1, len(pairs), dtype=torch.bool),
+            objective=torch.zeros(1, dtype=torch.long),
+        )
+        with torch.no_grad():
+            prob_b = model(batch)[0, :, 1].exp()  # (T,)
+        for t, (a, b) in enumerate(pairs):
+            difference = reward[b + 1][key] - reward[a + 1][key]
+            assert math.isclose(float(prob_b[t]), 1 / (1 + math.exp(-difference)), abs_tol=1e-5)
+    # the context changes the rewards
+    assert any(s["reward"] != s["reward_no_context"] for s in scored)
+
+
+def test_scores_print_a_table_per_prompt(project, contexts):
+    result = steer(
+        project,
+        "--context",
+        str(contexts["honest"]),
+        "--candidates",
+        str(EXAMPLES / "candidates.jsonl"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("NP-BTL rewards: hh.nppl_mixed.reward_model (version ")
+    assert f"conditioned on {TEST_MAX_CONTEXT} context pair(s)" in lines[0]
+    assert sum(line.startswith("Prompt ") for line in lines) == 2
+    assert sum("rank" in line and "no context" in line for line in lines) == 2
+    assert "Running is a popular sport" in result.stdout
+    assert "INFO" not in result.stdout  # logs never reach stdout
+
+
+# -- end to end: answers ---------------------------------------------------------------------
+
+
+def test_answers_come_from_the_policy_conditioned_on_the_context(project, contexts):
+    from steerable_alignment.datasets import HFPretrainedDataset, PolicyCheckpointDataset
+    from steerable_alignment.evaluation.generation import SamplingConfig, generate_answers
+    from steerable_alignment.steering.core import ContextTensors, policy_latent
+
+    prompts = read_rows(EXAMPLES / "prompts.jsonl")
+    result = steer(
+        project,
+        "--context", str(contexts["helpful"]),
+        "--prompts", str(EXAMPLES / "prompts.jsonl"),
+        "--max-new-tokens", "8",
+        "--seed", "3",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["mode"] == "generate" and out["model"] == "hh.nppl_mixed.policy"
+    assert out["generation"] == {"max_new_tokens": 8, "temperature": 0.7, "top_p": 0.9, "seed": 3}
+    assert [a["prompt"] for a in out["answers"]] == [p["prompt"] for p in prompts]
+    assert [a["line"] for a in out["answers"]] == [1, 2, 3]
+
+    # The same answers from the policy conditioned on the pipeline's embeddings of the context.
+    trained = PolicyCheckpointDataset(
+        filepath=str(project / "data/06_models/hh/nppl_mixed/policy")
+    ).load()
+    base = HFPretrainedDataset(filepath=str(project / "data/06_models/base_policy")).load()
+    policy = trained.build(base.model)
+    rows = read_rows(contexts["helpful"])
+    choices = torch.tensor([[r["choice"] for r in rows]])  # (1, N)
+    context = ContextTensors(
+        pipeline_features(rows).unsqueeze(0), choices, torch.ones_like(choices, dtype=torch.bool)
+    )
+    z = policy_latent(policy, context)  # (Z,)
+    sampling = SamplingConfig(max_new_tokens=8, temperature=0.7, top_p=0.9, batch_size=8, seed=3)
+    answers, _ = generate_answers(
+        policy,
+        base.tokenizer,
+        [p["prompt"] for p in prompts],
+        sampling,
+        z=z.expand(len(prompts), -1),
+        progress=False,
+    )
+    assert [a["response"] for a in out["answers"]] == answers
+    # the latent is the user's: an empty context gives the population's
+    assert not torch.allclose(policy_latent(policy, context.empty()), z)
+
+
+def test_answers_print_a_block_per_prompt(project, contexts):
+    result = steer(
+        project,
+        "--context", str(contexts["honest"]),
+        "--prompts", str(EXAMPLES / "prompts.jsonl"),
+        "--max-new-tokens", "4",
+        "--temperature", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("NP-DPO answers: hh.nppl_mixed.policy, conditioned on 3")
+    assert lines[1] == "greedy, at most 4 new tokens, seed 0"
+    assert [line.split(" prompt:")[0] for line in lines if " prompt: " in line] == [
+        "[1]",
+        "[2]",
+        "[3]",
+    ]
+    assert sum(line.startswith("    answer: ") for line in lines) == 3
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+GOOD_PAIR = {
+    "prompt": "How do I boil an egg?",
+    "response_a": "Boil it.",
+    "response_b": "Hm.",
+    "choice": 1,
+}
+
+
+NO_RESPONSE_B = {k: v for k, v in GOOD_PAIR.items() if k != "response_b"}
+MALFORMED_LINES = {
+    "invalid-json": (
+        '{"prompt": "How do I boil an egg?", "response_a": "Boil it."',
+        "not valid JSON",
+    ),
+    "not-an-object": ('["a", "list"]', "expected a JSON object, got list"),
+    "missing-field": (json.dumps(NO_RESPONSE_B), "field 'response_b': missing"),
+    "wrong-type": (json.dumps({**GOOD_PAIR, "prompt": 7}), "field 'prompt': must be a string"),
+    "empty-text": (json.dumps({**GOOD_PAIR, "response_a": " "}), "'response_a': must not be empty"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_LINES)
+def test_a_malformed_context_line_names_the_file_line_and_field(project, tmp_path, case):
+    line, message = MALFORMED_LINES[case]
+    path = tmp_path / "context.jsonl"
+    path.write_text(json.dumps(GOOD_PAIR) + "\n" + line + "\n")
+    result = steer(
+        project, "--context", str(path), "--candidates", str(EXAMPLES / "candidates.jsonl")
+    )
+    assert_clean_failure(result, f"{path}, line 2", message)
+
+
+@pytest.mark.parametrize("choice", [2, -1, "1", True, 0.5, None])
+def test_a_choice_outside_0_and_1_is_refused(project, tmp_path, choice):
+    path = write_jsonl(
+        tmp_path / "context.jsonl", [GOOD_PAIR, GOOD_PAIR, {**GOOD_PAIR, "choice": choice}]
+    )
+    result = steer(project, "--context", str(path), "--prompts", str(EXAMPLES / "prompts.jsonl"))
+    assert_clean_failure(
+        result, f"{path}, line 3, field 'choice': must be 0 (response_a preferred) or 1 (response_b"
+    )
+
+
+def test_malformed_candidates_and_prompts_name_their_file_and_line(project, tmp_path, contexts):
+    candidates = write_jsonl(tmp_path / "candidates.jsonl", [{"prompt": "Hi?", "reply": "Hello."}])
+    result = steer(project, "--context", str(contexts["helpful"]), "--candidates", str(candidates))
+    assert_clean_failure(result, f"{candidates}, line 1, field 'response': missing")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Hi?"}\n\n{"text": "Hello?"}\n')  # blank lines are skipped
+    result = steer(project, "--context", str(contexts["helpful"]), "--prompts", str(prompts))
+    assert_clean_failure(result, f"{prompts}, line 3, field 'prompt': missing")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    result = steer(project, "--context", str(contexts["helpful"]), "--prompts", str(empty))
+    assert_clean_failure(result, f"{empty}: no prompts")
+
+
+def test_bad_options_and_paths_are_refused(project, tmp_path, contexts):
+    context, prompts = str(contexts["helpful"]), str(EXAMPLES / "prompts.jsonl")
+    result = steer(project, "--context", str(tmp_path / "nope.jsonl"), "--prompts", prompts)
+    assert_clean_failure(result, f"{tmp_path / 'nope.jsonl'}: no such file")
+    result = steer(tmp_path, "--context", context, "--prompts", prompts)
+    assert_clean_failure(result, f"{tmp_path} is not a Kedro project")
+    usage_errors = {  # argparse: exit status 2 and the usage line
+        ("--top-p", "0"): "argument --top-p: must be in (0, 1], got 0",
+        ("--max-new-tokens", "ten"): "argument --max-new-tokens: expected an integer, got 'ten'",
+        ("--device", "gpu"): "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'",
+        ("--candidates", prompts): "argument --candidates: not allowed with argument --prompts",
+    }
+    for option, message in usage_errors.items():
+        result = steer(project, "--context", context, "--prompts", prompts, *option)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def untrained_project(tmp_path_factory):
+    """A project copy in which nothing has run yet."""
+    return copy_project(tmp_path_factory.mktemp("untrained_project"))
+
+
+def test_without_trained_artefacts_the_message_names_the_pipelines_to_run(
+    untrained_project, contexts
+):
+    candidates = str(EXAMPLES / "candidates.jsonl")
+    result = steer(
+        untrained_project, "--context", str(contexts["helpful"]), "--candidates", candidates
+    )
+    assert_clean_failure(
+        result,
+        "No trained artefacts yet",
+        "hh.features: run `kedro run --pipeline embedding --env test`",
+        "hh.nppl_mixed.reward_model: run `kedro run --pipeline reward_modelling --env test`",
+        "Run `ultrafeedback`, then `embedding`, then `reward_modelling` first",
+    )
+    prompts = str(EXAMPLES / "prompts.jsonl")
+    result = steer(untrained_project, "--context", str(contexts["helpful"]), "--prompts", prompts)
+    assert_clean_failure(
+        result,
+        "base_policy: run `kedro run --pipeline dpo --env test`",
+        "hh.nppl_mixed.policy: run `kedro run --pipeline dpo --env test`",
+    )
+
+
+def test_a_context_longer_than_the_models_were_trained_for_is_refused(project, tmp_path):
+    limits = trained_max_context()
+    pairs = read_rows(EXAMPLES / "context_helpful.jsonl")
+    size = max(limits.values()) + 1
+    path = write_jsonl(tmp_path / "context.jsonl", (pairs * size)[:size])
+    result = steer(
+        project, "--context", str(path), "--candidates", str(EXAMPLES / "candidates.jsonl")
+    )
+    assert_clean_failure(
+        result,
+        f"{path} holds {size} context pairs but hh.nppl_mixed.reward_model was trained on "
+        f"contexts of at most {limits['reward_model']} "
+        "(parameter 'reward_modelling.hh.nppl_mixed.training.max_context')",
+    )
+    result = steer(project, "--context", str(path), "--prompts", str(EXAMPLES / "prompts.jsonl"))
+    assert_clean_failure(
+        result,
+        f"hh.nppl_mixed.policy was trained on contexts of at most {limits['policy']} "
+        "(parameter 'dpo.hh.nppl_mixed.training.max_context')",
+    )
+
+
+def test_a_text_too_long_for_the_embedding_model_names_its_line(project, tmp_path):
+    long_pair = {**GOOD_PAIR, "response_b": "word " * 400}  # MiniLM's max_length is 256 tokens
+    path = write_jsonl(tmp_path / "context.jsonl", [GOOD_PAIR, long_pair])
+    result = steer(
+        project, "--context", str(path), "--candidates", str(EXAMPLES / "candidates.jsonl")
+    )
+    assert_clean_failure(
+        result,
+        f"{path}, line 2: a (prompt, response) text is longer than",
+        "'embedding.hh.max_length'",
+    )
