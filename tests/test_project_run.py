@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,29 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-
-DATASET_LAYERS = (
-    "01_raw",
-    "02_intermediate",
-    "03_primary",
-    "04_feature",
-    "05_model_input",
-    "06_models",
-    "07_model_output",
-    "08_reporting",
-)
-
-
-def _save_tiny_base_policy(root: Path) -> None:
-    """The test env's base policy (conf/test/parameters_dpo.yml): a tiny random model whose
-    tokenizer is trained on the run's HH texts, never SmolLM2."""
-    import pandas as pd
-
-    from tests.models.tiny_causal_lm import save_tiny_base_policy
-
-    pairs = pd.read_parquet(root / "data/03_primary/hh/pairs.parquet")
-    texts = pd.concat([pairs["prompt"], pairs["response_a"], pairs["response_b"]]).tolist()
-    save_tiny_base_policy(root / "data/01_raw/tiny_base_policy", texts)
+from tests.project_copy import copy_project, save_tiny_base_policy
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +28,7 @@ def project_run(tmp_path_factory):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    root = tmp_path_factory.mktemp("project")
-    for name in ("conf", "notebooks"):
-        shutil.copytree(PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copytree(
-        PROJECT_ROOT / "src",
-        root / "src",
-        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
-    )
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    for layer in DATASET_LAYERS:
-        (root / "data" / layer).mkdir(parents=True)
+    root = copy_project(tmp_path_factory.mktemp("project"), folders=("conf", "notebooks"))
     old_cwd = Path.cwd()
     os.chdir(root)
     try:
@@ -71,7 +36,7 @@ def project_run(tmp_path_factory):
         seconds = {}
         with KedroSession.create(project_path=root, env="test") as session:
             session.run(pipeline_name="ultrafeedback")  # the HH texts the tiny tokenizer learns
-        _save_tiny_base_policy(root)
+        save_tiny_base_policy(root)
         started = time.perf_counter()
         with KedroSession.create(project_path=root, env="test") as session:
             session.run()

@@ -212,6 +212,17 @@ class NPBTLRewardModel(PreferenceModel):
         _, mean, std = self._encode(features, choices, mask)
         return mean, std
 
+    def decoder_latent(
+        self, features: torch.Tensor, choices: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Context -> the latent the reward head reads, ``[r, mean of q(z|C)]`` (B, Z_r + Z).
+
+        The plug-in latent: the deterministic path (if any) and the mean of z,
+        for scoring options of one user with :meth:`reward`.
+        """
+        det, mean, _ = self._encode(features, choices, mask)
+        return self._with_path(det, mean)
+
     @staticmethod
     def _with_path(det: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
         """[r, z] for the decoder: (B, Z) r and (..., B, Z) z -> (..., B, Z_r + Z)."""

@@ -200,10 +200,7 @@ def candidate_rewards(model: Any, context: ContextTensors, options: torch.Tensor
         (M,) float32 rewards.
     """
     model.eval()
-    # The decoder's input for the user: z (and the latent model's deterministic
-    # path). NPBTLRewardModel exposes no public method returning it.
-    det, mean, _ = model._encode(context.features, context.choices, context.mask)
-    z = model._with_path(det, mean)  # (1, Z')
+    z = model.decoder_latent(context.features, context.choices, context.mask)  # (1, Z')
     return model.reward(options.unsqueeze(0), z)[0].float()  # (M,)
 
 

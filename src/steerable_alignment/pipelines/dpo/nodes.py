@@ -448,6 +448,7 @@ def train_policy(
         training.beta,
         best_step=result.best_step,
         max_steps=training.max_steps,
+        max_context=training.max_context,
         resumed_from=result.resumed_from,
         dataset=name,
     )
