@@ -8,34 +8,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from steerable_alignment.evaluation.generation import GAP_COLUMNS, WIN_RATE_COLUMNS
+from steerable_alignment.pipelines.evaluation.nodes import COMPARISON_COLUMNS, METRIC_COLUMNS
+
 SIZES = (0, 3, 10)
-METRIC_COLUMNS = [
-    "dataset",
-    "model",
-    "objective",
-    "num_context",
-    "accuracy",
-    "accuracy_se_bootstrap",
-    "accuracy_se_episodes",
-    "nll",
-    "nll_se_bootstrap",
-    "nll_se_episodes",
-    "ece",
-    "n_episodes",
-    "n_clusters",
-]
-COMPARISON_COLUMNS = [
-    "dataset",
-    "model",
-    "baseline",
-    "objective",
-    "num_context",
-    "accuracy_diff",
-    "accuracy_diff_se",
-    "nll_diff",
-    "nll_diff_se",
-    "n_episodes",
-]
 #: A response that would break the page if it were not escaped.
 HOSTILE = '</div><script>alert("x")</script> & <b>bold</b> — é'
 
@@ -94,20 +70,11 @@ def generation_samples() -> pd.DataFrame:
 def generation_tables() -> dict[str, Any]:
     win_rates = pd.DataFrame(
         [
-            ("hh", "nppl_mixed", "btl_mixed", objective, n, 0.55 + 0.01 * n, 0.03, 3)
+            ("hh", "nppl_mixed", "btl_mixed", objective, n, 0.55 + 0.01 * n, 0.03, 0.1, 0.05, 3)
             for objective in ("helpfulness", "honesty")
             for n in SIZES
         ],
-        columns=[
-            "dataset",
-            "model",
-            "baseline",
-            "objective",
-            "num_context",
-            "win_rate",
-            "win_rate_se",
-            "n_prompts",
-        ],
+        columns=WIN_RATE_COLUMNS,
     )
     gap = pd.DataFrame(
         [
@@ -115,16 +82,7 @@ def generation_tables() -> dict[str, Any]:
             for k, j in (("helpfulness", "honesty"), ("honesty", "helpfulness"))
             for n in SIZES
         ],
-        columns=[
-            "dataset",
-            "model",
-            "objective",
-            "context_objective",
-            "num_context",
-            "gap",
-            "gap_se",
-            "n_prompts",
-        ],
+        columns=GAP_COLUMNS,
     )
     return {
         "generation_win_rates": win_rates,
