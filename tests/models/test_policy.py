@@ -364,3 +364,54 @@ def test_film_disabled_and_btl_dpo(base_folder, chosen):
         assert torch.allclose(btl.sequence_logps(chosen), _base_logps(base, chosen), atol=1e-5)
     with pytest.raises(ValueError, match="no FiLM layers"):
         btl.conditioned(z)
+
+
+def test_the_context_encoder_starts_from_an_np_btl_reward_model(base_folder):
+    from steerable_alignment.models.config import RewardModelConfig
+    from steerable_alignment.models.reward_models import build_model
+
+    policy = _policy(base_folder)
+    torch.manual_seed(5)
+    reward_model = build_model(
+        RewardModelConfig(
+            type="nppl",
+            input_dim=EMBEDDING_DIM,
+            hidden_dim=16,
+            num_layers=2,
+            latent_dim=LATENT_DIM,
+            num_heads=2,
+        )
+    )
+    g = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(2, 3, 2, EMBEDDING_DIM, generator=g)  # (B, N, 2, D)
+    choices = torch.tensor([[0, 1, 1], [1, 0, 0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    before = policy.encode_context(embeddings, choices, mask)
+    policy.init_context_encoder(reward_model)
+    after = policy.encode_context(embeddings, choices, mask)
+    expected = reward_model.decoder_latent(embeddings, choices, mask)
+    assert torch.allclose(after, expected) and not torch.allclose(before, after)
+
+    wider = build_model(
+        RewardModelConfig(
+            type="nppl", input_dim=EMBEDDING_DIM, hidden_dim=32, latent_dim=LATENT_DIM, num_heads=2
+        )
+    )
+    with pytest.raises(ConfigError, match=r"sizes differ .*hidden_dim: 32 vs 16"):
+        policy.init_context_encoder(wider)
+    latent = build_model(
+        RewardModelConfig(
+            type="nppl_latent",
+            input_dim=EMBEDDING_DIM,
+            hidden_dim=16,
+            latent_dim=LATENT_DIM,
+            num_heads=2,
+            deterministic_path=False,
+        )
+    )
+    with pytest.raises(ConfigError, match="sizes differ"):
+        policy.init_context_encoder(latent)  # its head outputs mean and std
+    with pytest.raises(ConfigError, match="no context encoder"):
+        _policy(base_folder, type="btl_dpo", embedding_dim=None).init_context_encoder(
+            reward_model
+        )

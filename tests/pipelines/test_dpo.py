@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
+from kedro.io import MemoryDataset
 from kedro.runner import SequentialRunner
 
 import steerable_alignment.training.policy_loop as policy_loop
@@ -75,6 +76,16 @@ def _params(tiny_source, tmp_path):
     return params
 
 
+def _np_btl(seed: int = 0):
+    """A random NP-BTL reward model of the base sizes, for NP-DPO's context encoder to start from."""
+    from steerable_alignment.models.config import RewardModelConfig
+    from steerable_alignment.models.reward_models import build_model
+
+    model = config_loader("test")["parameters"]["reward_modelling"]["hh"]["nppl_mixed"]["model"]
+    torch.manual_seed(seed)
+    return build_model(RewardModelConfig.from_params({**model, "input_dim": FEATURE_DIM}))
+
+
 @pytest.fixture(scope="module")
 def run(hh, tiny_source, tmp_path_factory):
     """The whole ``dpo`` pipeline; the base policy and one policy through their real datasets."""
@@ -91,7 +102,8 @@ def run(hh, tiny_source, tmp_path_factory):
         *(f"hh.{v}.policy" for v in VARIANTS if v != "nppl_mixed"),
     )
     params = _params(tiny_source, tmp_path)
-    catalog = memory_catalog(params, keep=keep, **{"hh.pairs": pairs, "hh.features": features})
+    data = {"hh.pairs": pairs, "hh.features": features, "hh.nppl_mixed.reward_model": _np_btl()}
+    catalog = memory_catalog(params, keep=keep, **data)
     catalog["base_policy"] = HFPretrainedDataset(filepath=str(tmp_path / "base_policy"))
     catalog["hh.nppl_mixed.policy"] = PolicyCheckpointDataset(
         filepath=str(tmp_path / "nppl_mixed_policy")
@@ -246,6 +258,7 @@ def test_context_embeddings_of_another_size_fail_before_training(hh, run, monkey
     catalog, params, _ = run
     variant = copy.deepcopy(params["dpo"]["hh"]["nppl_mixed"])
     variant["policy"]["embedding_dim"] = FEATURE_DIM + 3
+    variant["init_context_encoder"] = False  # the reward model reads FEATURE_DIM features
     monkeypatch.setattr(policy_loop, "episode_dpo_loss", lambda *a, **k: pytest.fail("trained"))
     expected = rf"size {FEATURE_DIM} .*embedding_dim={FEATURE_DIM + 3}"
     with pytest.raises(ConfigError, match=expected):
@@ -366,6 +379,7 @@ def test_the_entry_point_resumes_a_finished_run_from_its_last_checkpoint(run, tm
     for name in ("base_policy", *shared):
         outputs[name] = catalog.get(name)
     outputs["hh.nppl_mixed.policy"] = again
+    outputs["hh.nppl_mixed.reward_model"] = MemoryDataset(_np_btl(), copy_mode="assign")
     # the run's checkpoint is at max_steps: nothing is trained, the kept weights come back
     trained = train_namespace(outputs, params, "hh.nppl_mixed", save=True)
     assert (

@@ -124,7 +124,7 @@ class _Killed(Exception):
 
 
 def test_resumed_run_ends_exactly_as_an_uninterrupted_run(base_folder, data, tmp_path, monkeypatch):
-    config = dict(grad_accum_steps=2, checkpoint_every=2)
+    config = dict(grad_accum_steps=2, checkpoint_every=2, context_lr=3e-3)  # two param groups
     full = train_policy(
         _policy(base_folder),
         data,
@@ -277,6 +277,7 @@ def test_btl_dpo_trains_without_context_and_scores_flat(base_folder, data):
         ("grad_accum_steps", 3, r"training\.grad_accum_steps.*divide batch_episodes"),
         ("max_context", 4, r"training\.max_context.*smaller than num_targets"),
         ("beta", 0.0, r"training\.beta"),
+        ("context_lr", 0.0, r"training\.context_lr"),
         ("checkpoint_every", 5, r"training\.checkpoint_dir"),
         ("dtype", "int8", r"training\.dtype"),
         ("bogus", 1, r"'training' has unknown key\(s\) \['bogus'\]"),
@@ -285,6 +286,19 @@ def test_btl_dpo_trains_without_context_and_scores_flat(base_folder, data):
 def test_bad_training_parameters_name_the_parameter(key, value, needle):
     with pytest.raises(ConfigError, match=needle):
         _config(**{key: value})
+
+
+def test_the_context_path_gets_its_own_learning_rate(base_folder):
+    policy = _policy(base_folder)
+    groups = policy_loop._param_groups(policy, _config(lr=1e-4, context_lr=2e-3))
+    names = {id(p): n for n, p in policy.trainable_parameters().items()}
+    adapters, context = ({names[id(p)] for p in g["params"]} for g in groups)
+    assert "lr" not in groups[0] and groups[1]["lr"] == 2e-3
+    assert adapters and all("lora_" in n for n in adapters)
+    assert context and all(n.startswith(("film.", "context_encoder.")) for n in context)
+    assert adapters | context == set(names.values())
+    single = policy_loop._param_groups(policy, _config(lr=1e-4))
+    assert len(single) == 1 and len(single[0]["params"]) == len(names)
 
 
 def test_a_split_too_small_for_an_episode_fails_clearly(base_folder, data):

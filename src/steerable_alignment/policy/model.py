@@ -184,6 +184,52 @@ class PolicyModel(nn.Module):
             )
         return self.context_encoder(embeddings, choices, mask)  # (B, Z)
 
+    def init_context_encoder(self, reward_model: nn.Module, name: str = "reward model") -> None:
+        """Start the context encoder from a trained NP-BTL reward model's encoder (a warm start).
+
+        The NP-BTL encoder already maps a user's context pairs to a latent that
+        tells users apart; with it NP-DPO only has to learn what each latent
+        asks of the policy (FiLM and LoRA), instead of breaking the symmetry
+        between users through FiLM layers that start as the identity.
+
+        Args:
+            reward_model: an ``NPBTLRewardModel`` with a deterministic latent whose
+                encoder has this policy's sizes.
+            name: the reward model's name, for messages.
+
+        Raises:
+            ConfigError: the policy reads no context, or the two encoders differ in
+                size (both configurations are named).
+        """
+        if self.context_encoder is None:
+            raise ConfigError(f"a {self.config.type} policy has no context encoder to initialise")
+        source = getattr(reward_model, "context_encoder", None)
+        reward_config = getattr(reward_model, "config", None)
+        if source is None or reward_config is None:
+            raise ConfigError(f"{name} has no context encoder (an NP-BTL model is needed)")
+        ours = self.config.encoder_config()
+        keys = ("input_dim", "hidden_dim", "num_layers", "num_heads", "pair_encoder", "aggregation")
+        differ = {
+            key: (getattr(reward_config, key), getattr(ours, key))
+            for key in keys
+            if getattr(reward_config, key) != getattr(ours, key)
+        }
+        ours_state = self.context_encoder.state_dict()
+        theirs = source.state_dict()
+        shapes = {
+            k: (tuple(v.shape), tuple(ours_state[k].shape))
+            for k, v in theirs.items()
+            if k in ours_state and v.shape != ours_state[k].shape
+        }
+        if differ or shapes or theirs.keys() != ours_state.keys():
+            detail = ", ".join(f"{k}: {a} vs {b}" for k, (a, b) in {**differ, **shapes}.items())
+            raise ConfigError(
+                f"Cannot start the policy's context encoder from {name}: sizes differ "
+                f"({name} vs policy: {detail or 'other layers'}); set 'policy.encoder_*' and "
+                "'policy.latent_dim' to the reward model's sizes (a deterministic NP-BTL model)"
+            )
+        self.context_encoder.load_state_dict(theirs)
+
     def conditioned(self, z: torch.Tensor) -> contextlib.AbstractContextManager[None]:
         """Hold ``z`` (S, Z), one row per sequence, for every forward and ``generate()``."""
         if self.film is None:

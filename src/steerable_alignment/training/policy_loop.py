@@ -97,6 +97,9 @@ class PolicyTrainingConfig:
         min_context, max_context: range of the context size (context ⊆ targets).
         beta: β_dpo of the DPO loss (DESIGN.md §2).
         lr, weight_decay, betas: AdamW settings (trainable weights only).
+        context_lr: learning rate of NP-DPO's context path — the FiLM layers and
+            the context encoder, which start from scratch — (None: ``lr``);
+            the LoRA adapters keep ``lr``. The schedule scales both.
         lr_schedule: ``constant`` or ``cosine`` (to ``min_lr_ratio``·lr);
             ``warmup_steps`` of linear warm-up.
         grad_clip: max gradient norm (None: no clipping).
@@ -126,6 +129,7 @@ class PolicyTrainingConfig:
     max_context: int = 10
     beta: float = 0.05
     lr: float = 1e-5
+    context_lr: float | None = None
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     lr_schedule: str = "constant"
@@ -188,6 +192,8 @@ class PolicyTrainingConfig:
         for key in ("beta", "lr"):
             if not getattr(self, key) > 0:
                 raise fail(key, f"must be > 0, got {getattr(self, key)}")
+        if self.context_lr is not None and not self.context_lr > 0:
+            raise fail("context_lr", f"must be > 0 or null, got {self.context_lr}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise fail("lr_schedule", f"expected one of {list(LR_SCHEDULES)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -317,6 +323,23 @@ def episode_dpo_loss(
         reference.gather(flat_rows, rejected_side).to(device),
         beta,
     )
+
+
+#: Name prefixes of NP-DPO's context path (FiLM and the context encoder).
+CONTEXT_PATH = ("film.", "context_encoder.")
+
+
+def _param_groups(policy: PolicyModel, config: PolicyTrainingConfig) -> list[dict[str, Any]]:
+    """AdamW groups: the adapters at ``lr``; the context path at ``context_lr`` if set."""
+    trainable = policy.trainable_parameters()
+    if config.context_lr is None:
+        return [{"params": list(trainable.values())}]
+    context = [p for n, p in trainable.items() if n.startswith(CONTEXT_PATH)]
+    adapters = [p for n, p in trainable.items() if not n.startswith(CONTEXT_PATH)]
+    groups = [{"params": adapters}]
+    if context:
+        groups.append({"params": context, "lr": config.context_lr})
+    return groups
 
 
 def validate_policy(
@@ -556,7 +579,7 @@ def train_policy(
     )
     trainable = policy.trainable_parameters()
     optimiser = torch.optim.AdamW(
-        list(trainable.values()),
+        _param_groups(policy, config),
         lr=config.lr,
         weight_decay=config.weight_decay,
         betas=config.betas,

@@ -49,7 +49,7 @@ def train_namespace(
         ValueError: an unknown namespace.
     """
     from steerable_alignment.pipelines.dpo.nodes import train_policy
-    from steerable_alignment.pipelines.dpo.pipeline import DPO_DATASETS
+    from steerable_alignment.pipelines.dpo.pipeline import DPO_DATASETS, ENCODER_INIT
 
     dataset, _, variant = namespace.partition(".")
     if variant not in DPO_DATASETS.get(dataset, ()):
@@ -64,6 +64,11 @@ def train_namespace(
         catalog.load(f"{dataset}.prefix_states"),
         params["dpo"][dataset]["data"],
         params["dpo"][dataset][variant],
+        encoder_init=(
+            catalog.load(f"{dataset}.{ENCODER_INIT[variant]}.reward_model")
+            if variant in ENCODER_INIT
+            else None
+        ),
     )
     if save is None:
         import torch.distributed as dist

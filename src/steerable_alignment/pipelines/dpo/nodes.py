@@ -395,6 +395,7 @@ def train_policy(
     prefix_states: dict[str, Any],
     data: dict[str, Any],
     variant: dict[str, Any],
+    encoder_init: Any = None,
 ) -> tuple[Any, pd.DataFrame]:
     """Train one DPO policy variant (BTL-DPO or NP-DPO) on a data set's train split.
 
@@ -405,8 +406,11 @@ def train_policy(
             log-probs; prefix_states: the states of the frozen lower blocks (if kept).
         data: ``name``, ``objectives`` (and ``allow_missing_features``).
         variant: ``policy`` (:class:`PolicyConfig` keys; ``embedding_dim``
-            defaults to the features' size) and ``training``
-            (:class:`PolicyTrainingConfig` keys).
+            defaults to the features' size), ``training``
+            (:class:`PolicyTrainingConfig` keys) and, for NP-DPO,
+            ``init_context_encoder`` (true: start the context encoder from
+            ``encoder_init``).
+        encoder_init: the data set's NP-BTL reward model (NP-DPO variants).
 
     Returns:
         The trained policy's weights (best validation loss; a ``TrainedPolicy``)
@@ -424,7 +428,12 @@ def train_policy(
     from steerable_alignment.training.policy_loop import train_policy as train
 
     name = data["name"]
-    _check_keys(variant, f"dpo.{name}.<variant>", {"policy", "training"}, set())
+    _check_keys(variant, f"dpo.{name}.<variant>", {"policy", "training"}, {"init_context_encoder"})
+    if variant.get("init_context_encoder", False) and encoder_init is None:
+        raise ConfigError(
+            f"Parameter 'dpo.{name}.<variant>.init_context_encoder': no reward model is "
+            "wired to this variant's 'encoder_init' input"
+        )
     training = PolicyTrainingConfig.from_params(variant["training"], prefix="training")
     objectives = list(data["objectives"])
     unknown = [o for o in training.objectives or () if o not in objectives]
@@ -442,6 +451,9 @@ def train_policy(
     base = copy.deepcopy(base_policy.model)
     with seeded(training.seed):
         policy = PolicyModel(config, base, base_model_name=base.name_or_path or "base_policy")
+    if variant.get("init_context_encoder", False):
+        policy.init_context_encoder(encoder_init, f"{name}.nppl_mixed.reward_model")
+        logger.info("%s: the context encoder starts from the NP-BTL reward model's", name)
     result = train(policy, policy_data, training, _reference_cache(reference_logps, policy_data))
     trained = TrainedPolicy.from_policy(
         result.policy,

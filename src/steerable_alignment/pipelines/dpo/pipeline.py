@@ -35,9 +35,18 @@ from steerable_alignment.pipelines.evaluation.nodes import (
 )
 from steerable_alignment.pipelines.variants import DEFAULT_DPO_DATASETS, DPO_DATASETS
 
+#: Variants whose context encoder may start from the data set's NP-BTL reward
+#: model (``init_context_encoder``): they read it as the input ``encoder_init``.
+ENCODER_INIT = {"nppl_mixed": "nppl_mixed"}
 
-def variant_pipeline() -> Pipeline:
-    """Train one policy and predict with it: the template every variant instantiates."""
+
+def variant_pipeline(encoder_init: bool = False) -> Pipeline:
+    """Train one policy and predict with it: the template every variant instantiates.
+
+    Args:
+        encoder_init: the training node also reads ``encoder_init`` (an NP-BTL
+            reward model to start the context encoder from).
+    """
     shared = {
         "base_policy": "base_policy",
         "pairs": "pairs",
@@ -51,7 +60,11 @@ def variant_pipeline() -> Pipeline:
         [
             node(
                 train_policy,
-                inputs={**shared, "variant": "params:variant"},
+                inputs={
+                    **shared,
+                    "variant": "params:variant",
+                    **({"encoder_init": "encoder_init"} if encoder_init else {}),
+                },
                 outputs=["policy", "policy_history"],
                 name="train_policy",
                 tags=["gpu"],
@@ -138,9 +151,14 @@ def dataset_pipeline(dataset: str) -> Pipeline:
     )
     variants = [
         Pipeline(
-            variant_pipeline(),
+            variant_pipeline(encoder_init=variant in ENCODER_INIT),
             namespace=f"{dataset}.{variant}",
             inputs={
+                **(
+                    {"encoder_init": f"{dataset}.{ENCODER_INIT[variant]}.reward_model"}
+                    if variant in ENCODER_INIT
+                    else {}
+                ),
                 "base_policy": "base_policy",
                 "pairs": pairs,
                 "features": features,
