@@ -412,6 +412,4 @@ def test_the_context_encoder_starts_from_an_np_btl_reward_model(base_folder):
     with pytest.raises(ConfigError, match="sizes differ"):
         policy.init_context_encoder(latent)  # its head outputs mean and std
     with pytest.raises(ConfigError, match="no context encoder"):
-        _policy(base_folder, type="btl_dpo", embedding_dim=None).init_context_encoder(
-            reward_model
-        )
+        _policy(base_folder, type="btl_dpo", embedding_dim=None).init_context_encoder(reward_model)

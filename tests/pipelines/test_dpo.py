@@ -77,7 +77,7 @@ def _params(tiny_source, tmp_path):
 
 
 def _np_btl(seed: int = 0):
-    """A random NP-BTL reward model of the base sizes, for NP-DPO's context encoder to start from."""
+    """A random NP-BTL reward model of the base sizes (NP-DPO's context encoder starts from it)."""
     from steerable_alignment.models.config import RewardModelConfig
     from steerable_alignment.models.reward_models import build_model
 
