@@ -25,6 +25,19 @@ def _all_pipelines() -> dict[str, Any]:
     return found
 
 
+def missing_datasets(catalog: Any, names: Any) -> list[str]:
+    """The catalog entries among ``names`` that have no data yet (in the given order)."""
+    missing = []
+    for name in names:
+        try:
+            exists = catalog.exists(name)
+        except DatasetError:
+            exists = False
+        if not exists:
+            missing.append(name)
+    return missing
+
+
 class MissingInputsHook:
     """Fail before any node runs when a pipeline's inputs are not on disk.
 
@@ -35,16 +48,10 @@ class MissingInputsHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        missing = []
-        for name in sorted(pipeline.inputs()):
-            if name.startswith("params:") or name == "parameters":
-                continue
-            try:
-                exists = catalog.exists(name)
-            except DatasetError:
-                exists = False
-            if not exists:
-                missing.append(name)
+        names = sorted(pipeline.inputs())
+        missing = missing_datasets(
+            catalog, [n for n in names if not n.startswith("params:") and n != "parameters"]
+        )
         if not missing:
             return
         pipelines = _all_pipelines()

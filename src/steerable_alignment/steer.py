@@ -163,16 +163,10 @@ def kedro_project(project_path: str | None, env: str) -> Iterator[tuple[Any, dic
 def check_artifacts(catalog: Any, dataset: str, mode: str, env: str) -> None:
     """Raise :class:`MissingArtifactError` naming every missing entry and its pipeline."""
     from kedro.framework.project import pipelines
-    from kedro.io.core import DatasetError
 
-    missing = []
-    for name in requirements(dataset, mode):
-        try:
-            exists = catalog.exists(name)
-        except DatasetError:
-            exists = False
-        if not exists:
-            missing.append(name)
+    from steerable_alignment.hooks import missing_datasets
+
+    missing = missing_datasets(catalog, requirements(dataset, mode))
     if missing:
         found = [(name, producing_pipeline(name, pipelines)) for name in missing]
         raise MissingArtifactError(missing_artifacts_message(found, env))

@@ -204,6 +204,17 @@ def _per_prompt(scores: pd.DataFrame, keys: dict[str, Any], column: str) -> pd.S
     return rows.set_index("prompt_id")[column].sort_index()
 
 
+def _paired_diff(
+    scores: pd.DataFrame, first: dict[str, Any], second: dict[str, Any], column: str
+) -> torch.Tensor:
+    """(P,) ``column`` of the rows matching ``first`` minus those matching ``second``, on the
+    prompts both have (sorted by prompt)."""
+    a = _per_prompt(scores, first, column)
+    b = _per_prompt(scores, second, column)
+    shared = a.index.intersection(b.index)
+    return torch.tensor((a[shared] - b[shared]).to_numpy(), dtype=torch.float64)
+
+
 def _bootstrap_se(per_prompt: torch.Tensor, replicates: int, seed: int) -> float:
     """Bootstrap s.e. of the mean over prompts (each prompt one cluster)."""
     clusters = torch.arange(len(per_prompt)).unsqueeze(1)  # (P, 1)
@@ -233,12 +244,12 @@ def win_rate_rows(
     for k in objectives:
         column = f"{REWARD_PREFIX}{k}"
         for c in sorted(scores.loc[scores["model"] == model, "num_context"].unique()):
-            ours = _per_prompt(scores, {"model": model, "user": k, "num_context": c}, column)
-            base = _per_prompt(scores, {"model": baseline, "user": k, "num_context": c}, column)
-            shared = ours.index.intersection(base.index)
-            if len(shared) == 0:
+            user = {"user": k, "num_context": c}
+            diff = _paired_diff(
+                scores, {"model": model, **user}, {"model": baseline, **user}, column
+            )
+            if len(diff) == 0:
                 continue
-            diff = torch.tensor((ours[shared] - base[shared]).to_numpy())  # (P,)
             wins = (diff > 0).double() + 0.5 * (diff == 0).double()  # (P,)
             rows.append(
                 {
@@ -250,7 +261,7 @@ def win_rate_rows(
                     "win_rate_se": _bootstrap_se(wins, replicates, seed),
                     "reward_diff": float(diff.mean()),
                     "reward_diff_se": _bootstrap_se(diff, replicates, seed),
-                    "n_prompts": len(shared),
+                    "n_prompts": len(diff),
                 }
             )
     return rows
@@ -277,12 +288,10 @@ def steering_gap_rows(
             if j == k:
                 continue
             for c in sizes:
-                own = _per_prompt(scores, {"model": model, "user": k, "num_context": c}, column)
-                other = _per_prompt(scores, {"model": model, "user": j, "num_context": c}, column)
-                shared = own.index.intersection(other.index)
-                if len(shared) == 0:
+                policy = {"model": model, "num_context": c}
+                diff = _paired_diff(scores, {**policy, "user": k}, {**policy, "user": j}, column)
+                if len(diff) == 0:
                     continue
-                diff = torch.tensor((own[shared] - other[shared]).to_numpy())  # (P,)
                 rows.append(
                     {
                         "model": model,
@@ -291,7 +300,7 @@ def steering_gap_rows(
                         "num_context": int(c),
                         "gap": float(diff.mean()),
                         "gap_se": _bootstrap_se(diff, replicates, seed),
-                        "n_prompts": len(shared),
+                        "n_prompts": len(diff),
                     }
                 )
     return rows
