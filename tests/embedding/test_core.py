@@ -3,12 +3,19 @@
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import steerable_alignment.embedding.core as core
 from steerable_alignment.contracts import DataContractError
-from steerable_alignment.embedding import EmbeddingConfig, embed_pairs, tokenize_texts
+from steerable_alignment.embedding import (
+    EmbeddingConfig,
+    KnownEmbeddings,
+    differing_settings,
+    embed_pairs,
+    tokenize_texts,
+)
 from steerable_alignment.models.config import ConfigError
 from tests.embedding.tiny_models import make_pairs
 
@@ -228,3 +235,61 @@ def test_a_shard_with_a_foreign_header_is_recomputed(tiny_llama, tmp_path):
     result = embed_pairs(pairs, config)
     assert result.stats.texts_embedded == 4
     assert torch.equal(result.features["features"], reference["features"])
+
+
+def _counting(monkeypatch):
+    models = []
+    load = core.load_model
+
+    def counting_load(*args, **kwargs):
+        models.append(_CountingModel(load(*args, **kwargs)))
+        return models[-1]
+
+    monkeypatch.setattr(core, "load_model", counting_load)
+    return models
+
+
+def test_texts_another_dataset_embedded_are_copied_not_embedded(tiny_llama, monkeypatch):
+    first = make_pairs(num_prompts=3, responses=4, seed=1)  # 3 x 4 distinct texts
+    first_features = embed_pairs(first, _config(tiny_llama)).features
+    known = KnownEmbeddings.from_features(first, first_features, "hh")
+    assert known.table.shape == (12, 32)
+    extra = make_pairs(num_prompts=2, responses=3, seed=9)  # 2 x 3 new texts
+    extra["pair_id"] += 500
+    second = pd.concat([first.iloc[:8], extra], ignore_index=True)
+    alone = embed_pairs(second, _config(tiny_llama, name="hht")).features
+
+    models = _counting(monkeypatch)
+    result = embed_pairs(second, _config(tiny_llama, name="hht"), known=known)
+    assert len(models[0].seen) == result.stats.texts_embedded == 6  # only the new texts
+    features = result.features["features"]
+    assert torch.equal(result.features["pair_id"], alone["pair_id"])
+    assert torch.equal(features[:8], first_features["features"][:8])  # copied exactly
+    torch.testing.assert_close(features, alone["features"], atol=1e-5, rtol=0)
+
+
+def test_nothing_is_loaded_when_every_text_is_known(tiny_llama, monkeypatch):
+    pairs = make_pairs(num_prompts=2, responses=3)
+    features = embed_pairs(pairs, _config(tiny_llama)).features
+    known = KnownEmbeddings.from_features(pairs, features, "hh")
+    monkeypatch.setattr(core, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    result = embed_pairs(pairs.iloc[::-1].reset_index(drop=True), _config(tiny_llama), known=known)
+    assert result.stats.texts_embedded == 0
+    assert torch.equal(result.features["features"], features["features"].flip(0))
+
+
+def test_known_embeddings_need_features_matching_their_pairs(tiny_llama):
+    pairs = make_pairs(num_prompts=2, responses=3)
+    features = {"pair_id": torch.tensor([1000, 77]), "features": torch.zeros(2, 2, 4)}
+    with pytest.raises(DataContractError, match=r"'hh\.features'.*not in 'hh\.pairs'.*77"):
+        KnownEmbeddings.from_features(pairs, features, "hh")
+    features = {"pair_id": torch.tensor([1000, 1001]), "features": torch.zeros(2, 4)}
+    with pytest.raises(DataContractError, match=r"'hh\.features'.*\(N, 2, D\)"):
+        KnownEmbeddings.from_features(pairs, features, "hh")
+
+
+def test_settings_that_change_the_values_are_compared(tiny_llama):
+    base = _config(tiny_llama)
+    assert differing_settings(base, _config(tiny_llama, name="hht", batch_tokens=4096)) == []
+    changed = _config(tiny_llama, pooling="mean", max_length=32)
+    assert differing_settings(base, changed) == ["pooling", "max_length"]

@@ -1,8 +1,10 @@
 import copy
+import logging
 import subprocess
 import sys
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 from kedro.pipeline.node import Node
@@ -14,7 +16,7 @@ from steerable_alignment.embedding import EmbeddingConfig
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.pipelines.embedding import create_pipeline
 from steerable_alignment.pipelines.embedding.nodes import embed_pairs
-from steerable_alignment.pipelines.embedding.pipeline import EMBEDDING_DATASETS
+from steerable_alignment.pipelines.embedding.pipeline import EMBEDDING_DATASETS, EMBEDDING_REUSE
 from tests.conftest import PROJECT_ROOT
 from tests.embedding.tiny_models import make_pairs, save_tiny_llama
 from tests.pipelines.helpers import memory_catalog, project_parameters
@@ -60,9 +62,60 @@ def test_one_definition_namespaced_per_dataset(monkeypatch):
     assert sorted(nodes) == ["hh.embed_pairs", "hht.embed_pairs"]
     for dataset in EMBEDDING_DATASETS:
         node = nodes[f"{dataset}.embed_pairs"]
-        assert node.inputs == [f"{dataset}.pairs", f"params:embedding.{dataset}"]
+        reused = EMBEDDING_REUSE.get(dataset)
+        expected = [f"{dataset}.pairs", f"params:embedding.{dataset}"]
+        if reused:
+            expected += [f"{reused}.pairs", f"{reused}.features", f"params:embedding.{reused}"]
+        assert node.inputs == expected
         assert node.outputs == [f"{dataset}.features"]
         assert "gpu" in node.tags
+    assert EMBEDDING_REUSE == {"hht": "hh"}
+
+
+def test_shared_texts_are_embedded_once_across_datasets(tiny_llama, tmp_path, monkeypatch):
+    hh = make_pairs(num_prompts=3, seed=1)
+    extra = make_pairs(num_prompts=1, seed=5)
+    extra["pair_id"] += 100
+    hht = pd.concat([hh.iloc[2:], extra], ignore_index=True)  # shares all but one pair's texts
+    seen = []
+    load = core.load_model
+
+    def counting_load(*args, **kwargs):
+        model = load(*args, **kwargs)
+        forward = model.forward
+
+        def counting(input_ids, attention_mask, **kw):
+            seen.append(int(attention_mask.shape[0]))
+            return forward(input_ids=input_ids, attention_mask=attention_mask, **kw)
+
+        model.forward = counting
+        return model
+
+    monkeypatch.setattr(core, "load_model", counting_load)
+    params = _params(tmp_path, tiny_llama)
+    catalog = memory_catalog(
+        params, keep=("hh.features", "hht.features"), **{"hh.pairs": hh, "hht.pairs": hht}
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+    assert sum(seen) == 12 + 4  # hh's 3 x 4 texts, then hht's 4 new ones only
+    alone = embed_pairs(hht, params["embedding"]["hht"] | {"shard_dir": None})
+    features = catalog.load("hht.features")
+    assert torch.equal(features["pair_id"], alone["pair_id"])
+    torch.testing.assert_close(features["features"], alone["features"], atol=1e-5, rtol=0)
+
+
+def test_datasets_embedded_with_other_settings_are_not_reused(tiny_llama, tmp_path, caplog):
+    params = _params(tmp_path, tiny_llama)["embedding"]
+    hh = make_pairs(num_prompts=2, seed=1)
+    hh_features = embed_pairs(hh, params["hh"] | {"shard_dir": None})
+    # stand-ins that would show if they were copied
+    stale = {"pair_id": hh_features["pair_id"], "features": hh_features["features"] * 0}
+    other = params["hh"] | {"pooling": "mean"}
+    with caplog.at_level(logging.WARNING):
+        features = embed_pairs(hh, params["hht"] | {"shard_dir": None}, hh, stale, other)
+    assert "not reusing hh.features: the embedding settings differ in ['pooling']" in caplog.text
+    torch.testing.assert_close(features["features"], hh_features["features"], atol=1e-5, rtol=0)
+    assert features["features"].abs().sum() > 0
 
 
 def test_building_the_pipeline_imports_no_torch():

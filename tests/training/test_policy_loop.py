@@ -17,6 +17,7 @@ from steerable_alignment.evaluation.policy_metrics import (
     ReferenceLogps,
     base_model_logps,
     pair_sequences,
+    predict_policy_context_sizes,
     predict_policy_episodes,
 )
 from steerable_alignment.models.config import ConfigError
@@ -269,6 +270,42 @@ def test_btl_dpo_trains_without_context_and_scores_flat(base_folder, data):
     ]
     assert probs[0].shape == (4, 3)
     assert torch.equal(probs[0], probs[1])  # BTL-DPO reads no context
+
+
+@pytest.mark.parametrize("kind", ["btl_dpo", "np_dpo"])
+def test_all_context_sizes_equal_one_size_at_a_time_with_one_pass_without_context(
+    base_folder, data, monkeypatch, kind
+):
+    policy = _policy(base_folder, type=kind, lora_dropout=0.0)
+    train_policy(policy, data, _config(max_steps=2))
+    episodes = policy_loop.make_evaluation_episodes(
+        data.splits["test"], torch.arange(2), 2, 3, 3, seed=5
+    )
+    cpu = torch.device("cpu")
+    reference = ReferenceLogps.empty(len(data))
+    reference.ensure(episodes.rows.flatten(), policy.reference_logps, data.sequences, 8, cpu)
+    sizes = (0, 1, 3)
+    one_at_a_time = {
+        n: predict_policy_episodes(policy, data, reference, episodes, n, 0.1, 8, cpu)
+        for n in sizes
+    }
+    calls = []
+    import steerable_alignment.evaluation.policy_metrics as policy_metrics
+
+    original = policy_metrics.policy_pair_logps
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(policy_metrics, "policy_pair_logps", counting)
+    together = predict_policy_context_sizes(policy, data, reference, episodes, sizes, 0.1, 8, cpu)
+    assert list(together) == list(sizes)
+    for n in sizes:
+        assert torch.equal(together[n], one_at_a_time[n])
+    assert len(calls) == (len(sizes) if kind == "np_dpo" else 1)
+    if kind == "np_dpo":  # the context changes the prediction: nothing is shared wrongly
+        assert not torch.equal(together[0], together[3])
 
 
 @pytest.mark.parametrize(

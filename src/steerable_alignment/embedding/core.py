@@ -109,6 +109,84 @@ def unique_texts(pairs: pd.DataFrame) -> UniqueTexts:
     return UniqueTexts(prompts, responses, sides[:, 0].copy(), sides[:, 1].copy())
 
 
+#: EmbeddingConfig fields the embedding values depend on: two data sets whose
+#: settings agree on all of them give a shared text the same embedding.
+VALUE_SETTINGS = (
+    "model",
+    "pooling",
+    "normalize",
+    "input_format",
+    "chat_template",
+    "max_length",
+    "dtype",
+    "output_dtype",
+)
+
+
+def differing_settings(config: EmbeddingConfig, other: EmbeddingConfig) -> list[str]:
+    """The value-affecting settings (:data:`VALUE_SETTINGS`) on which two configs differ."""
+    return [key for key in VALUE_SETTINGS if getattr(config, key) != getattr(other, key)]
+
+
+@dataclass(frozen=True)
+class KnownEmbeddings:
+    """Embeddings another data set already holds, looked up by (prompt, response) text.
+
+    Attributes:
+        source: the data set they come from (for messages).
+        index: (prompt, response) -> row of ``table``.
+        table: (K, D) one embedding per distinct text.
+    """
+
+    source: str
+    index: dict[tuple[str, str], int]
+    table: torch.Tensor
+
+    @classmethod
+    def from_features(
+        cls, pairs: pd.DataFrame, features: dict[str, torch.Tensor], name: str
+    ) -> KnownEmbeddings:
+        """The embeddings of a data set's pairs table and its features file.
+
+        Raises:
+            DataContractError: naming ``<name>.features`` when it holds a pair
+                id that ``<name>.pairs`` lacks, or has the wrong shape.
+        """
+        check_pair_texts(pairs, f"{name}.pairs")
+        pair_id = features["pair_id"]  # (N,)
+        table = features["features"]  # (N, 2, D)
+        if table.dim() != 3 or table.shape[:2] != (len(pair_id), 2):
+            raise DataContractError(
+                f"Dataset '{name}.features': 'features' must have shape (N, 2, D) with "
+                f"N = {len(pair_id)} pair ids, got {tuple(table.shape)}"
+            )
+        rows = pd.Index(pairs["pair_id"]).get_indexer(pair_id.numpy())  # (N,)
+        if (rows < 0).any():
+            raise DataContractError(
+                f"Dataset '{name}.features': {int((rows < 0).sum())} pair id(s) are not in "
+                f"'{name}.pairs' (e.g. {int(pair_id[np.flatnonzero(rows < 0)[0]])})"
+            )
+        index: dict[tuple[str, str], int] = {}
+        take: list[tuple[int, int]] = []  # (features row, side) of each distinct text
+        prompts = pairs["prompt"].to_numpy()[rows]
+        sides = (pairs["response_a"].to_numpy()[rows], pairs["response_b"].to_numpy()[rows])
+        for n, prompt in enumerate(prompts):
+            for side in (0, 1):
+                key = (prompt, sides[side][n])
+                if key not in index:
+                    index[key] = len(take)
+                    take.append((n, side))
+        at = torch.tensor(take, dtype=torch.long).reshape(-1, 2)  # (K, 2)
+        return cls(name, index, table[at[:, 0], at[:, 1]])  # (K, D)
+
+    def lookup(self, texts: UniqueTexts) -> np.ndarray:
+        """(U,) row of ``table`` holding each text, -1 where none does."""
+        return np.array(
+            [self.index.get(key, -1) for key in zip(texts.prompts, texts.responses)],
+            dtype=np.int64,
+        )
+
+
 @dataclass(frozen=True)
 class EmbeddingStats:
     """What a run did (logged, and returned for tests and benchmarks).
@@ -322,6 +400,7 @@ def embed_pairs(
     config: EmbeddingConfig,
     processes: Processes | None = None,
     pairs_name: str | None = None,
+    known: KnownEmbeddings | None = None,
 ) -> EmbeddingResult:
     """Embed both sides of every pair of a pairs table.
 
@@ -331,6 +410,10 @@ def embed_pairs(
         config: the data set's embedding parameters.
         processes: this process among those of a launcher; default one process.
         pairs_name: the data set name used in messages (default ``<name>.pairs``).
+        known: embeddings of another data set made with the same
+            value-affecting settings (the caller checks them with
+            :func:`differing_settings`); texts found there are copied, not
+            embedded again.
 
     Returns:
         On the main process the features (``pair_id`` (N,) int64 and
@@ -377,7 +460,17 @@ def embed_pairs(
             int((~pair_kept).sum()),
             int(pair_kept.sum()),
         )
-    kept = np.flatnonzero(fits)  # (U_kept,) unique-text indices
+    known_rows = known.lookup(texts) if known is not None else np.full(len(fits), -1)  # (U,)
+    reused = fits & (known_rows >= 0)  # (U,) copied from ``known``
+    if known is not None:
+        logger.info(
+            "%s: %d of %d distinct texts already embedded in %s: copied",
+            config.name,
+            int(reused.sum()),
+            len(fits),
+            known.source,
+        )
+    kept = np.flatnonzero(fits & ~reused)  # (U_kept,) unique-text indices to embed
     order = kept[length_order(tokens.lengths[kept])]  # longest first: a memory error shows early
     shards = [order[lo : lo + config.shard_size] for lo in range(0, len(order), config.shard_size)]
     logger.info(
@@ -458,7 +551,11 @@ def embed_pairs(
 
     features = None
     if processes.is_main:
-        features = _gather(store, shards, texts, pair_kept, pairs, source, config)
+        copied = None
+        if reused.any():
+            rows = np.flatnonzero(reused)
+            copied = (rows, known.table[torch.from_numpy(known_rows[rows])])  # (R,), (R, D)
+        features = _gather(store, shards, texts, pair_kept, pairs, source, config, copied)
     stats = EmbeddingStats(
         num_pairs=len(pairs),
         num_pairs_kept=int(pair_kept.sum()),
@@ -490,8 +587,9 @@ def _gather(
     pairs: pd.DataFrame,
     source: ModelSource,
     config: EmbeddingConfig,
+    copied: tuple[np.ndarray, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Load every shard and build the pair features (main process)."""
+    """Load every shard, add the ``copied`` (text rows, embeddings), build the pair features."""
     parts = []
     for k, index in enumerate(shards):
         embeddings = store.load(k, index)
@@ -503,6 +601,8 @@ def _gather(
         parts.append(embeddings)
     if parts:
         dim = parts[0].shape[-1]
+    elif copied is not None:
+        dim = copied[1].shape[-1]
     else:
         from transformers import AutoConfig
 
@@ -511,6 +611,8 @@ def _gather(
     table = torch.zeros((len(texts.prompts), dim), dtype=out_dtype)  # (U, D)
     for index, embeddings in zip(shards, parts):
         table[torch.from_numpy(index)] = embeddings
+    if copied is not None:
+        table[torch.from_numpy(copied[0])] = copied[1].to(out_dtype)
     rows = np.flatnonzero(pair_kept)  # (N,)
     side_a = torch.from_numpy(texts.side_a[rows])
     side_b = torch.from_numpy(texts.side_b[rows])

@@ -417,6 +417,40 @@ def predict_policy_episodes(
         policy.train(was_training)
 
 
+def predict_policy_context_sizes(
+    policy: PolicyModel,
+    data: PolicyData,
+    reference: ReferenceLogps,
+    episodes: EvaluationEpisodes,
+    context_sizes: list[int] | tuple[int, ...],
+    beta: float,
+    batch_size: int,
+    device: torch.device,
+) -> dict[int, torch.Tensor]:
+    """:func:`predict_policy_episodes` at every context size, each forward pass done once.
+
+    A policy that reads no context gives the same probabilities at every
+    size, so it is scored once and the result is shared by all sizes.
+
+    Returns:
+        context size -> (E, T) float64 probabilities on the CPU.
+    """
+    probs: dict[int, torch.Tensor] = {}
+    shared: torch.Tensor | None = None
+    for n in context_sizes:
+        if policy.config.uses_context:
+            probs[n] = predict_policy_episodes(
+                policy, data, reference, episodes, n, beta, batch_size, device
+            )
+            continue
+        if shared is None:
+            shared = predict_policy_episodes(
+                policy, data, reference, episodes, n, beta, batch_size, device
+            )
+        probs[n] = shared.clone()
+    return probs
+
+
 def episode_choices(data: PolicyData, episodes: EvaluationEpisodes) -> torch.Tensor:
     """(E, T) observed choices of the scored targets (rows of ``data``)."""
     targets = episodes.rows[:, episodes.max_context :]

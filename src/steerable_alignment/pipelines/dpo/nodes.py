@@ -501,7 +501,7 @@ def predict_policy(
     import torch
 
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
-    from steerable_alignment.evaluation.policy_metrics import predict_policy_episodes
+    from steerable_alignment.evaluation.policy_metrics import predict_policy_context_sizes
     from steerable_alignment.training.policy_loop import cuda_autocast
 
     name = data["name"]
@@ -526,11 +526,16 @@ def predict_policy(
             batch_size,
             device,
         )
-        probs = {}
-        for n in evaluation["context_sizes"]:
-            probs[n] = predict_policy_episodes(
-                model, policy_data, reference, episode_set, n, policy.beta, batch_size, device
-            )
+        probs = predict_policy_context_sizes(
+            model,
+            policy_data,
+            reference,
+            episode_set,
+            evaluation["context_sizes"],
+            policy.beta,
+            batch_size,
+            device,
+        )
     logger.info(
         "%s: a %s policy scored on %d episodes x %d context sizes",
         name,

@@ -14,7 +14,13 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 
-def embed_pairs(pairs: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+def embed_pairs(
+    pairs: pd.DataFrame,
+    params: dict[str, Any],
+    reuse_pairs: pd.DataFrame | None = None,
+    reuse_features: dict[str, Any] | None = None,
+    reuse_params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Embed (prompt, response_a) and (prompt, response_b) of every pair.
 
     The work is resumable: finished shards in ``params["shard_dir"]`` (for
@@ -26,6 +32,12 @@ def embed_pairs(pairs: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
             ``response_a``, ``response_b``; other columns are ignored).
         params: the data set's ``embedding`` parameters (its ``name`` says
             which data set, for messages).
+        reuse_pairs, reuse_features, reuse_params: another data set's pairs,
+            features and embedding parameters. When the value-affecting
+            settings agree (model, pooling, normalisation, input format,
+            template, max_length, dtypes), texts it already embedded are
+            copied rather than embedded again; otherwise a warning names the
+            differing settings and every text is embedded.
 
     Returns:
         ``pair_id`` (N,) int64 and ``features`` (N, 2, D), rows in the pairs
@@ -36,11 +48,24 @@ def embed_pairs(pairs: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
         ConfigError: a parameter is invalid or the model folder is missing.
         DataContractError: a column of the pairs table is missing or bad.
     """
-    from steerable_alignment.embedding import EmbeddingConfig
+    from steerable_alignment.embedding import EmbeddingConfig, KnownEmbeddings, differing_settings
     from steerable_alignment.embedding import embed_pairs as embed
 
     config = EmbeddingConfig.from_params(params)
-    result = embed(pairs, config)
+    known = None
+    if reuse_features is not None:
+        other = EmbeddingConfig.from_params(reuse_params)
+        differing = differing_settings(config, other)
+        if differing:
+            logger.warning(
+                "%s: not reusing %s.features: the embedding settings differ in %s",
+                config.name,
+                other.name,
+                differing,
+            )
+        else:
+            known = KnownEmbeddings.from_features(reuse_pairs, reuse_features, other.name)
+    result = embed(pairs, config, known=known)
     stats = result.stats
     if stats.num_pairs_kept < stats.num_pairs:
         logger.warning(
