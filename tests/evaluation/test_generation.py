@@ -8,6 +8,7 @@ import torch
 
 from steerable_alignment.evaluation.generation import (
     SamplingConfig,
+    distinct_bigram_share,
     generate_answers,
     mean_reward_rows,
     prompt_batch,
@@ -89,6 +90,21 @@ def test_mean_rewards_per_model_user_and_size():
     assert found[("np", "o", 2, "o")]["reward"] == pytest.approx(13 / 3)
     assert found[("base", "h", 0, "h")]["reward_se"] == 0
     assert len(rows) == 2 * 2 * 2 * 2
+
+
+def test_mean_rewards_carry_the_fluency_proxy_when_scored():
+    scores = _scores()
+    scores["distinct_2"] = [1.0, 0.5, 0.0] * (len(scores) // 3)
+    rows = mean_reward_rows(scores, ["h", "o"], replicates=100, seed=0)
+    assert all(r["distinct_2"] == pytest.approx(0.5) for r in rows)
+    assert all(r["distinct_2_se"] > 0 for r in rows)
+    assert pd.isna(mean_reward_rows(_scores(), ["h"], replicates=50, seed=0)[0]["distinct_2"])
+
+
+def test_distinct_bigram_share_by_hand():
+    assert distinct_bigram_share("a b c d") == 1.0  # 3 bigrams, all distinct
+    assert distinct_bigram_share("I am I am I am") == pytest.approx(2 / 5)  # (I,am), (am,I)
+    assert distinct_bigram_share("") == distinct_bigram_share("one") == 1.0
 
 
 def test_sampling_parameters_are_checked():

@@ -67,6 +67,9 @@ def test_every_policy_answers_every_user_prompt_and_size(generated):
     assert scores.groupby("model").size().to_dict() == {v: expected for v in VARIANTS}
     assert scores[["reward_helpfulness", "reward_honesty"]].notna().all().all()
     assert (scores["dataset"] == "hh").all() and scores["prompt"].str.len().gt(0).all()
+    from steerable_alignment.evaluation.generation import distinct_bigram_share
+
+    assert scores["distinct_2"].tolist() == scores["response"].map(distinct_bigram_share).tolist()
     # a context-free policy answers each prompt once: the same answer for every user and size
     btl = scores[scores["model"] == "btl_mixed"]
     assert (btl.groupby("prompt_id")["response"].nunique() == 1).all()
@@ -108,6 +111,7 @@ def test_summaries_and_chart(generated):
     assert (gap.loc[gap["num_context"] == 0, "gap"] == 0).all()
     rewards = catalog.load("generation_rewards")
     assert set(rewards["model"]) == set(VARIANTS)
+    assert rewards["distinct_2"].between(0, 1).all() and rewards["distinct_2_se"].notna().all()
     assert isinstance(catalog.load("steering_gap_chart"), go.Figure)
     assert len(catalog.load("generation_samples")) == len(catalog.load("hh_generation_scores"))
 

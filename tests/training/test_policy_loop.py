@@ -286,8 +286,7 @@ def test_all_context_sizes_equal_one_size_at_a_time_with_one_pass_without_contex
     reference.ensure(episodes.rows.flatten(), policy.reference_logps, data.sequences, 8, cpu)
     sizes = (0, 1, 3)
     one_at_a_time = {
-        n: predict_policy_episodes(policy, data, reference, episodes, n, 0.1, 8, cpu)
-        for n in sizes
+        n: predict_policy_episodes(policy, data, reference, episodes, n, 0.1, 8, cpu) for n in sizes
     }
     calls = []
     import steerable_alignment.evaluation.policy_metrics as policy_metrics

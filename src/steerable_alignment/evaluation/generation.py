@@ -64,7 +64,31 @@ GAP_COLUMNS = [
     "gap_se",
     "n_prompts",
 ]
-REWARD_COLUMNS = ["dataset", "model", "user", "num_context", "objective", "reward", "reward_se"]
+REWARD_COLUMNS = [
+    "dataset",
+    "model",
+    "user",
+    "num_context",
+    "objective",
+    "reward",
+    "reward_se",
+    "distinct_2",
+    "distinct_2_se",
+]
+#: Per-answer fluency proxy of the scores table (:func:`distinct_bigram_share`).
+DISTINCT_COLUMN = "distinct_2"
+
+
+def distinct_bigram_share(text: str) -> float:
+    """Distinct word bigrams / word bigrams of an answer: 1.0 when nothing repeats.
+
+    A cheap check that a reward gain is not bought with degenerate, looping
+    text (which some reward models score well). Answers of fewer than two
+    words count as 1.0.
+    """
+    words = text.split()
+    bigrams = list(zip(words, words[1:]))
+    return len(set(bigrams)) / len(bigrams) if bigrams else 1.0
 
 
 @dataclass(frozen=True)
@@ -309,12 +333,22 @@ def steering_gap_rows(
 def mean_reward_rows(
     scores: pd.DataFrame, objectives: Sequence[str], replicates: int, seed: int
 ) -> list[dict[str, Any]]:
-    """Mean objective reward of every (model, user, context size), with its bootstrap s.e."""
+    """Mean objective reward of every (model, user, context size), with its bootstrap s.e.
+
+    Each row also holds the group's mean :data:`DISTINCT_COLUMN` (share of
+    distinct word bigrams, a fluency proxy) and its s.e. when the scores
+    have that column (NaN otherwise); it is the same for every objective.
+    """
     rows = []
     groups = scores.groupby(["model", "user", "num_context"], sort=True)
     for (model, user, c), group in groups:
+        group = group.sort_values("prompt_id")
+        distinct, distinct_se = float("nan"), float("nan")
+        if DISTINCT_COLUMN in group:
+            shares = torch.tensor(group[DISTINCT_COLUMN].to_numpy(), dtype=torch.float64)
+            distinct, distinct_se = float(shares.mean()), _bootstrap_se(shares, replicates, seed)
         for k in objectives:
-            values = torch.tensor(group.sort_values("prompt_id")[f"{REWARD_PREFIX}{k}"].to_numpy())
+            values = torch.tensor(group[f"{REWARD_PREFIX}{k}"].to_numpy())
             rows.append(
                 {
                     "model": model,
@@ -323,6 +357,8 @@ def mean_reward_rows(
                     "objective": k,
                     "reward": float(values.mean()),
                     "reward_se": _bootstrap_se(values, replicates, seed),
+                    DISTINCT_COLUMN: distinct,
+                    f"{DISTINCT_COLUMN}_se": distinct_se,
                 }
             )
     return rows

@@ -254,7 +254,8 @@ def score_answers(
 
     Returns:
         One row per (model, prompt_id, user, num_context): ``dataset``,
-        ``prompt``, ``response``, ``new_tokens`` and ``reward_<objective>``.
+        ``prompt``, ``response``, ``new_tokens``, ``distinct_2`` (share of
+        distinct word bigrams: a fluency proxy) and ``reward_<objective>``.
     """
     _check_generation(generation, data["name"])
     import torch
@@ -262,7 +263,11 @@ def score_answers(
     from steerable_alignment.contracts import check_features
     from steerable_alignment.embedding import EmbeddingConfig
     from steerable_alignment.embedding import embed_pairs as embed
-    from steerable_alignment.evaluation.generation import REWARD_PREFIX
+    from steerable_alignment.evaluation.generation import (
+        DISTINCT_COLUMN,
+        REWARD_PREFIX,
+        distinct_bigram_share,
+    )
 
     name = data["name"]
     objectives = list(data["objectives"])
@@ -306,9 +311,10 @@ def score_answers(
             scored[f"{REWARD_PREFIX}{k}"] = model.reward(embedded).double().numpy()
     table = table.merge(scored, on=["prompt", "response"], how="inner")
     table.insert(0, "dataset", name)
+    table[DISTINCT_COLUMN] = table["response"].map(distinct_bigram_share)
     columns = ["dataset", "model", "prompt_id", "prompt", "user", "num_context", "response"]
     rewards = [f"{REWARD_PREFIX}{k}" for k in objectives]
-    return table[columns + ["new_tokens", *rewards]].sort_values(
+    return table[columns + ["new_tokens", DISTINCT_COLUMN, *rewards]].sort_values(
         ["model", "user", "num_context", "prompt_id"], ignore_index=True
     )
 
