@@ -110,7 +110,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         scores.to_parquet(args.out / f"steering_validation_{label}.parquet")
         print(f"\n[{label}] sampling {params['sampling']}  ({seconds:.0f} s)")
-        print(f"{'gap':<34}{'mean':>8}{'s.e.':>8}{'s.d.':>8}{'n':>5}")
+        print(f"{'gap':<52}{'mean':>8}{'s.e.':>8}{'s.d.':>8}{'n':>5}")
         for k, j in (OBJECTIVES, OBJECTIVES[::-1]):
             rows = {
                 f"NP-DPO {k} reward, {k}-{j} user": _gap(
@@ -123,7 +123,7 @@ def main() -> None:
             for title, diff in rows.items():
                 sd = float(diff.std())
                 print(
-                    f"{title:<34}{diff.mean():8.2f}{sd / math.sqrt(len(diff)):8.2f}"
+                    f"{title:<52}{diff.mean():8.2f}{sd / math.sqrt(len(diff)):8.2f}"
                     f"{sd:8.2f}{len(diff):5d}"
                 )
 
