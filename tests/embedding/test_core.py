@@ -53,6 +53,19 @@ class _CountingModel(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
+def _counting(monkeypatch) -> list[_CountingModel]:
+    """Make ``core.load_model`` wrap every model it loads in a :class:`_CountingModel`."""
+    models = []
+    load = core.load_model
+
+    def counting_load(*args, **kwargs):
+        models.append(_CountingModel(load(*args, **kwargs)))
+        return models[-1]
+
+    monkeypatch.setattr(core, "load_model", counting_load)
+    return models
+
+
 def test_features_are_aligned_with_the_pairs_table(tiny_llama):
     pairs = make_pairs(num_prompts=3, responses=4).sample(frac=1.0, random_state=1)
     result = embed_pairs(pairs, _config(tiny_llama))
@@ -69,14 +82,7 @@ def test_features_are_aligned_with_the_pairs_table(tiny_llama):
 
 def test_each_distinct_text_is_embedded_once(tiny_llama, monkeypatch):
     pairs = make_pairs(num_prompts=4, responses=4)  # 4 x 6 pairs, 4 x 4 distinct texts
-    models = []
-    load = core.load_model
-
-    def counting_load(*args, **kwargs):
-        models.append(_CountingModel(load(*args, **kwargs)))
-        return models[-1]
-
-    monkeypatch.setattr(core, "load_model", counting_load)
+    models = _counting(monkeypatch)
     result = embed_pairs(pairs, _config(tiny_llama, batch_tokens=256))
     seen = models[0].seen
     assert len(seen) == len(set(seen)) == 16  # 48 sides, 16 texts, each once
@@ -235,18 +241,6 @@ def test_a_shard_with_a_foreign_header_is_recomputed(tiny_llama, tmp_path):
     result = embed_pairs(pairs, config)
     assert result.stats.texts_embedded == 4
     assert torch.equal(result.features["features"], reference["features"])
-
-
-def _counting(monkeypatch):
-    models = []
-    load = core.load_model
-
-    def counting_load(*args, **kwargs):
-        models.append(_CountingModel(load(*args, **kwargs)))
-        return models[-1]
-
-    monkeypatch.setattr(core, "load_model", counting_load)
-    return models
 
 
 def test_texts_another_dataset_embedded_are_copied_not_embedded(tiny_llama, monkeypatch):
