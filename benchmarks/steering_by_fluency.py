@@ -34,7 +34,11 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=10)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.0, 0.9, 0.95])
     args = parser.parse_args()
+    if not args.samples.is_file():
+        parser.error(f"--samples {args.samples}: no such file; run `make run` first")
     samples = pd.read_parquet(args.samples)
+    if "distinct_2" not in samples:
+        parser.error(f"--samples {args.samples}: no 'distinct_2' column (made before it existed)")
     rows = samples[(samples["model"] == args.model) & (samples["num_context"] == args.context)]
     users = {k: rows[rows["user"] == k].set_index("prompt_id").sort_index() for k in OBJECTIVES}
     first, second = OBJECTIVES

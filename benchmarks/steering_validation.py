@@ -35,20 +35,22 @@ def _setting(text: str) -> tuple[str, dict]:
     name, _, value = text.partition("=")
     if not name or not value:
         raise argparse.ArgumentTypeError(f"expected NAME=JSON, got {text!r}")
-    return name, json.loads(value)
+    try:
+        sampling = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{name}: not JSON ({err}): {value!r}") from err
+    if not isinstance(sampling, dict):
+        raise argparse.ArgumentTypeError(f"{name}: expected a JSON object of sampling keys")
+    return name, sampling
 
 
 def _gap(scores, model_k: str, model_j: str, k: str, user_k: str, user_j: str, size: int):
     """Per-prompt objective-k reward of (model_k, user_k) minus (model_j, user_j)."""
-    column = f"reward_{k}"
+    from steerable_alignment.evaluation.generation import _paired_diff
 
-    def pick(model: str, user: str):
-        rows = scores[
-            (scores["model"] == model) & (scores["user"] == user) & (scores["num_context"] == size)
-        ]
-        return rows.set_index("prompt_id")[column]
-
-    return (pick(model_k, user_k) - pick(model_j, user_j)).dropna()
+    first = {"model": model_k, "user": user_k, "num_context": size}
+    second = {"model": model_j, "user": user_j, "num_context": size}
+    return _paired_diff(scores, first, second, f"reward_{k}")
 
 
 def main() -> None:
@@ -121,7 +123,7 @@ def main() -> None:
                 ),
             }
             for title, diff in rows.items():
-                sd = float(diff.std())
+                sd = float(diff.std())  # unbiased (n - 1)
                 print(
                     f"{title:<52}{diff.mean():8.2f}{sd / math.sqrt(len(diff)):8.2f}"
                     f"{sd:8.2f}{len(diff):5d}"

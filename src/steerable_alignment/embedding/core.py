@@ -166,18 +166,12 @@ class KnownEmbeddings:
                 f"Dataset '{name}.features': {int((rows < 0).sum())} pair id(s) are not in "
                 f"'{name}.pairs' (e.g. {int(pair_id[np.flatnonzero(rows < 0)[0]])})"
             )
-        index: dict[tuple[str, str], int] = {}
-        take: list[tuple[int, int]] = []  # (features row, side) of each distinct text
-        prompts = pairs["prompt"].to_numpy()[rows]
-        sides = (pairs["response_a"].to_numpy()[rows], pairs["response_b"].to_numpy()[rows])
-        for n, prompt in enumerate(prompts):
-            for side in (0, 1):
-                key = (prompt, sides[side][n])
-                if key not in index:
-                    index[key] = len(take)
-                    take.append((n, side))
-        at = torch.tensor(take, dtype=torch.long).reshape(-1, 2)  # (K, 2)
-        return cls(name, index, table[at[:, 0], at[:, 1]])  # (K, D)
+        texts = unique_texts(pairs.iloc[rows])  # the features' rows, in order
+        known = torch.empty((len(texts.prompts), table.shape[-1]), dtype=table.dtype)  # (K, D)
+        known[torch.from_numpy(texts.side_a)] = table[:, 0]
+        known[torch.from_numpy(texts.side_b)] = table[:, 1]
+        index = {key: k for k, key in enumerate(zip(texts.prompts, texts.responses))}
+        return cls(name, index, known)
 
     def lookup(self, texts: UniqueTexts) -> np.ndarray:
         """(U,) row of ``table`` holding each text, -1 where none does."""
