@@ -3,8 +3,9 @@
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-#: Registered but left out of ``__default__`` (none at present).
-NOT_IN_DEFAULT: tuple[str, ...] = ()
+#: Registered but left out of ``__default__``: ``dpo_all`` repeats ``dpo`` on
+#: every data set (HHT too), sized for the ``gpu`` environment.
+NOT_IN_DEFAULT: tuple[str, ...] = ("dpo_all",)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -16,12 +17,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     Returns:
         Pipeline name -> ``Pipeline``.
     """
-    from steerable_alignment.pipelines.dpo.pipeline import DPO_DATASETS
-    from steerable_alignment.pipelines.dpo.pipeline import create_pipeline as create_dpo
-
     pipelines = find_pipelines(raise_errors=True)
     pipelines["__default__"] = sum(
         (p for name, p in pipelines.items() if name not in NOT_IN_DEFAULT), Pipeline([])
     )
-    pipelines["dpo_all"] = create_dpo(tuple(DPO_DATASETS))
     return pipelines

@@ -183,3 +183,30 @@ def test_batched_greedy_answers_equal_one_prompt_at_a_time(policy, tokenizer):
     a, _ = generate_answers(policy, tokenizer, PROMPTS, batched, z, progress=False)
     b, _ = generate_answers(policy, tokenizer, PROMPTS, single, z, progress=False)
     assert a == b
+
+
+def test_answer_nll_matches_a_naive_token_loop():
+    from steerable_alignment.evaluation.generation import answer_nll
+    from steerable_alignment.policy_data.tokenise import render_prompt
+
+    tokenizer = chatml_tokenizer()
+    model = tiny_model(tokenizer, seed=3)
+    answers = ["rice needs water", "cats sleep a lot", "roses are red", "", "hi there friend"]
+    got = answer_nll(model, tokenizer, PROMPTS, answers, batch_size=2)
+    for prompt, answer, value in zip(PROMPTS, answers, got.tolist()):
+        start = len(
+            tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        )
+        full = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+            tokenize=False,
+        )
+        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        end = ids.index(tokenizer.convert_tokens_to_ids("<|im_end|>"), start)  # closing token
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        terms = [-float(logp[t - 1, ids[t]]) for t in range(start, end)]
+        if not terms:
+            assert torch.isnan(torch.tensor(value))
+        else:
+            assert value == pytest.approx(sum(terms) / len(terms), abs=1e-4)

@@ -17,6 +17,7 @@ from steerable_alignment.policy import (
     sequence_logps,
     sequence_logps_from_hidden,
 )
+from steerable_alignment.policy.logps import response_token_counts
 
 
 def _naive_logps(logits, input_ids, start, length):
@@ -140,6 +141,85 @@ def test_dpo_loss_gradient_reaches_policy_only():
     assert ref.grad is None
     with pytest.raises(ValueError, match="beta must be > 0"):
         dpo_loss(chosen, rejected, ref, ref, beta=0.0)
+
+
+def test_dpo_plus_nll_loss_by_hand():
+    beta, weight = 0.5, 0.25
+    out = dpo_loss(
+        policy_chosen_logps=torch.tensor([-2.0, -6.0]),
+        policy_rejected_logps=torch.tensor([-2.5, -5.0]),
+        reference_chosen_logps=torch.tensor([-2.5, -5.0]),
+        reference_rejected_logps=torch.tensor([-2.0, -6.0]),
+        beta=beta,
+        chosen_token_counts=torch.tensor([4, 3]),
+        nll_weight=weight,
+    )
+    # Pair 0: ratios +0.5 / -0.5 -> margin β·1 = 0.5; chosen NLL 2/4 = 0.5 per token.
+    # Pair 1: ratios -1.0 / +1.0 -> margin β·(-2) = -1.0; chosen NLL 6/3 = 2.0 per token.
+    assert out.chosen_nll.tolist() == pytest.approx([0.5, 2.0])
+    dpo = [math.log1p(math.exp(-0.5)), math.log1p(math.exp(1.0))]
+    expected = [dpo[0] + weight * 0.5, dpo[1] + weight * 2.0]
+    assert out.loss.tolist() == pytest.approx(expected, rel=1e-6)
+    assert out.margins.tolist() == pytest.approx([0.5, -1.0])
+    assert not out.chosen_nll.requires_grad
+
+
+def test_dpo_plus_nll_gradient_by_hand():
+    chosen = torch.tensor([-1.0], requires_grad=True)
+    rejected = torch.tensor([-1.0], requires_grad=True)
+    ref = torch.tensor([-1.0])
+    out = dpo_loss(chosen, rejected, ref, ref, 0.1, torch.tensor([5]), nll_weight=2.0)
+    out.loss.sum().backward()
+    # DPO at margin 0: -β/2 = -0.05; NLL term: d/dc [2 · (−c / 5)] = -0.4.
+    assert chosen.grad.item() == pytest.approx(-0.45)
+    assert rejected.grad.item() == pytest.approx(0.05)  # the NLL is on the chosen side only
+
+
+def test_nll_weight_zero_is_plain_dpo_bit_for_bit():
+    g = torch.Generator().manual_seed(3)
+    logps = -torch.rand(4, 64, generator=g, dtype=torch.float32) * 40  # (4, P)
+    counts = torch.randint(1, 30, (64,), generator=g)
+    grads = []
+    for kwargs in ({}, {"chosen_token_counts": counts, "nll_weight": 0.0}):
+        chosen = logps[0].clone().requires_grad_()
+        out = dpo_loss(chosen, logps[1], logps[2], logps[3], beta=0.1, **kwargs)
+        out.loss.sum().backward()
+        grads.append((out.loss.detach(), chosen.grad))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.equal(grads[0][1], grads[1][1])
+    plain = dpo_loss(logps[0], logps[1], logps[2], logps[3], beta=0.1)
+    assert plain.chosen_nll is None  # no counts, no diagnostic
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"nll_weight": -0.1, "chosen_token_counts": torch.tensor([1])}, "nll_weight must be"),
+        ({"nll_weight": float("nan"), "chosen_token_counts": torch.tensor([1])}, "nll_weight"),
+        ({"nll_weight": 1.0}, "needs chosen_token_counts"),
+        ({"nll_weight": 1.0, "chosen_token_counts": torch.tensor([0])}, "must be >= 1"),
+        ({"chosen_token_counts": torch.tensor([1, 2])}, "do not match"),
+    ],
+)
+def test_dpo_plus_nll_rejects_bad_arguments(kwargs, message):
+    one = torch.tensor([-1.0])
+    with pytest.raises(ValueError, match=message):
+        dpo_loss(one, one, one, one, beta=0.1, **kwargs)
+
+
+def test_response_token_counts_are_the_tokens_summed():
+    # Left padding (row 0), right padding (row 2), an empty response (row 1).
+    input_ids = torch.tensor([[0, 0, 5, 6, 7, 8], [5, 6, 7, 0, 0, 0], [5, 6, 7, 8, 9, 0]])
+    attention = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
+    start, length = torch.tensor([3, 3, 2]), torch.tensor([3, 0, 3])
+    batch = SequenceBatch(input_ids, attention, start, length)
+    naive = [len(range(int(start[s]), int(start[s] + length[s]))) for s in range(len(batch))]
+    counts = response_token_counts(batch)
+    assert counts.tolist() == naive == [3, 0, 3]
+    # Uniform logits give every token log-prob −log V: the sum is −count · log V.
+    vocab = 10
+    summed = sequence_logps(torch.zeros(3, 6, vocab), input_ids, start, length)
+    assert (summed / -math.log(vocab)).tolist() == pytest.approx(counts.float().tolist())
 
 
 def test_policy_config_from_params_and_errors():

@@ -167,6 +167,7 @@ def test_histories_mark_one_best_step(run):
         assert history["step"].tolist()[-1] == max_steps
         assert history["best"].sum() == 1
         assert {"train_loss", "val_loss", "val_accuracy"} <= set(history.columns)
+        assert (history[["train_chosen_nll", "val_chosen_nll"]] > 0).all().all()
 
 
 def test_the_saved_policy_reloads_onto_the_base_model(run, hh):
@@ -316,6 +317,11 @@ def test_dpo_on_hh_is_in_the_default_run_and_dpo_all_adds_hht():
     names = {n.name for n in pipelines["dpo"].nodes}
     assert "hh.nppl_mixed.train_policy" in names and not any(n.startswith("hht.") for n in names)
     assert any(n.startswith("hht.") for n in (n.name for n in pipelines["dpo_all"].nodes))
+    # `kedro run --pipeline dpo_all` imports the package pipelines/dpo_all/ by that name
+    import importlib
+
+    selective = importlib.import_module("steerable_alignment.pipelines.dpo_all").create_pipeline()
+    assert {n.name for n in selective.nodes} == {n.name for n in pipelines["dpo_all"].nodes}
 
 
 def test_building_the_pipeline_imports_no_torch():
@@ -345,6 +351,7 @@ def test_every_environment_resolves(env):
             )
             assert policy.type == ("np_dpo" if variant.startswith("nppl") else "btl_dpo")
             assert training.checkpoint_dir.endswith(f"{dataset}/{variant}/policy_checkpoints")
+            assert training.nll_weight == 0.0  # plain DPO until chosen on validation
             if env == "gpu":
                 assert (training.device, training.dtype, training.lr) == ("cuda", "bfloat16", 1e-5)
                 assert (policy.lora_r, policy.lora_alpha, policy.layers_to_transform) == (

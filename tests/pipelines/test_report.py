@@ -50,6 +50,7 @@ def test_every_group_becomes_a_section_with_its_charts_and_tables(full_report):
         "chart-hht-accuracy-vs-context-size",
         "chart-implicit-reward-accuracy-vs-context-size",
         "chart-steering-gap-vs-context-size",
+        "chart-users-on-a-continuum",
     ]
     assert page.count(get_plotlyjs()) == 1
     for title in (
@@ -59,11 +60,21 @@ def test_every_group_becomes_a_section_with_its_charts_and_tables(full_report):
         "Implicit-reward accuracy (%) by user type",
         "Win-rate (%) of the model over the baseline, by context size",
         "Steering gap (reward units), by context size",
+        "Steering gap by the exact judge (noise-free rating units), by context size",
+        "Win-rate (%) of the model over the baseline by the exact judge",
+        "Share of answers (%) showing each style, by context size",
+        "Fluency: NLL per answer token (nats) under the frozen base model",
+        "Users on a continuum: score difference of the answers by the user&#x27;s weight w",
     ):
         assert f"<h3>{title}</h3>" in page, title
     # A pivoted cell (accuracy 0.64 ± 0.01 at 10 pairs) and a signed steering gap.
     assert '<td class="num">64.00 ± 1.00</td>' in page
     assert '<td class="num">+0.080 ± 0.015</td>' in page
+    # The judge's gap at 10 pairs, a marker share, the fluency and a continuum cell.
+    assert '<td class="num">+1.000 ± 0.050</td>' in page
+    assert '<td class="num">20.00 ± 5.00</td>' in page
+    assert '<td class="num">1.800 ± 0.050</td>' in page
+    assert "+0.750 ± 0.100" in page
     assert "<summary>Synthetic: all metrics (27 rows)</summary>" in page
 
 

@@ -8,7 +8,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from steerable_alignment.evaluation.generation import GAP_COLUMNS, WIN_RATE_COLUMNS
+from steerable_alignment.evaluation.generation import (
+    CONTINUUM_COLUMNS,
+    GAP_COLUMNS,
+    MARKER_COLUMNS,
+    REWARD_COLUMNS,
+    WIN_RATE_COLUMNS,
+)
 from steerable_alignment.pipelines.evaluation.nodes import COMPARISON_COLUMNS, METRIC_COLUMNS
 
 SIZES = (0, 3, 10)
@@ -62,6 +68,11 @@ def generation_samples() -> pd.DataFrame:
                             "response": response,
                             "reward_helpfulness": 0.1 * prompt_id,
                             "reward_honesty": -0.25,
+                            "base_nll": 1.5 + 0.1 * n,
+                            "judge_helpfulness": 2.0 + 0.1 * prompt_id,
+                            "judge_honesty": 3.0,
+                            "marker_calibrated_hedge": user == "honesty" and n > 0,
+                            "marker_concrete_steps": user == "helpfulness",
                         }
                     )
     return pd.DataFrame(rows)
@@ -70,7 +81,8 @@ def generation_samples() -> pd.DataFrame:
 def generation_tables() -> dict[str, Any]:
     win_rates = pd.DataFrame(
         [
-            ("hh", "nppl_mixed", "btl_mixed", objective, n, 0.55 + 0.01 * n, 0.03, 0.1, 0.05, 3)
+            ("hh", "nppl_mixed", "btl_mixed", objective, n, 0.55 + 0.01 * n, 0.03, 0.1, 0.05)
+            + (0.6 + 0.01 * n, 0.04, 0.2, 0.06, 3)
             for objective in ("helpfulness", "honesty")
             for n in SIZES
         ],
@@ -78,17 +90,51 @@ def generation_tables() -> dict[str, Any]:
     )
     gap = pd.DataFrame(
         [
-            ("hh", "nppl_mixed", k, j, n, 0.01 * n - 0.02, 0.015, 3)
+            ("hh", "nppl_mixed", k, j, n, 0.01 * n - 0.02, 0.015, 0.9, 0.1 * n, 0.05, -0.2, 3)
             for k, j in (("helpfulness", "honesty"), ("honesty", "helpfulness"))
             for n in SIZES
         ],
         columns=GAP_COLUMNS,
+    )
+    rewards = pd.DataFrame(
+        [
+            ("hh", model, user, n, objective, 0.1, 0.02, 2.5, 0.1, 0.97, 0.01, 1.8, 0.05, 3)
+            for model in ("nppl_mixed", "btl_mixed")
+            for user in ("helpfulness", "honesty")
+            for n in SIZES
+            for objective in ("helpfulness", "honesty")
+        ],
+        columns=REWARD_COLUMNS,
+    )
+    markers = pd.DataFrame(
+        [
+            ("hh", "nppl_mixed", user, n, marker, 0.1 * SIZES.index(n), 0.05, 3)
+            for user in ("helpfulness", "honesty")
+            for n in SIZES
+            for marker in ("calibrated_hedge", "concrete_steps", "wrong_fact")
+        ],
+        columns=MARKER_COLUMNS,
+    )
+    continuum = pd.DataFrame(
+        [
+            ("hh", model, w, f"w={w:g}", 10, "judge_honesty - judge_helpfulness")
+            + ((w if model == "nppl_mixed" else 0.3), 0.1)
+            + ((float("nan"), float("nan")) if w == 0 else (0.25 * (model == "nppl_mixed"), 0.05))
+            + (3,)
+            for model in ("nppl_mixed", "btl_mixed")
+            for w in (0.0, 0.25, 0.5, 0.75, 1.0)
+        ],
+        columns=CONTINUUM_COLUMNS,
     )
     return {
         "generation_win_rates": win_rates,
         "steering_gap": gap,
         "steering_gap_chart": line_chart("steering gap", panels=2),
         "generation_samples": generation_samples(),
+        "generation_rewards": rewards,
+        "generation_markers": markers,
+        "steering_continuum": continuum,
+        "steering_continuum_chart": line_chart("continuum"),
     }
 
 

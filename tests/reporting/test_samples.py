@@ -36,9 +36,14 @@ def test_opposite_users_side_by_side_at_the_largest_context_then_the_baseline():
     assert first.panels[0].facts == (
         ("reward: helpfulness", "0.300"),
         ("reward: honesty", "-0.250"),
+        ("judge: helpfulness", "2.30"),
+        ("judge: honesty", "3.00"),
+        ("styles", "concrete_steps"),
+        ("base-model NLL / token", "2.500"),
     )
-    assert first.panels[0].emphasised == ("reward: helpfulness",)
-    assert first.panels[1].emphasised == ("reward: honesty",)
+    assert dict(first.panels[1].facts)["styles"] == "calibrated_hedge"
+    assert first.panels[0].emphasised == ("reward: helpfulness", "judge: helpfulness")
+    assert first.panels[1].emphasised == ("reward: honesty", "judge: honesty")
     assert first.panels[2].emphasised == ()
 
 

@@ -194,7 +194,7 @@ def test_the_kept_weights_are_the_best_validation_ones(base_folder, data):
         config.max_context,
         seed=config.seed + 1,
     )
-    loss, accuracy = validate_policy(
+    loss, accuracy, chosen_nll = validate_policy(
         result.policy,
         data,
         result.reference,
@@ -206,6 +206,7 @@ def test_the_kept_weights_are_the_best_validation_ones(base_folder, data):
     )
     assert loss == pytest.approx(losses[best], abs=1e-6)
     assert accuracy == pytest.approx(result.history[best]["val_accuracy"], abs=1e-9)
+    assert chosen_nll == pytest.approx(result.history[best]["val_chosen_nll"], abs=1e-6)
 
 
 def test_cached_reference_logps_equal_recomputed(base_folder, data):
@@ -316,12 +317,118 @@ def test_all_context_sizes_equal_one_size_at_a_time_with_one_pass_without_contex
         ("context_lr", 0.0, r"training\.context_lr"),
         ("checkpoint_every", 5, r"training\.checkpoint_dir"),
         ("dtype", "int8", r"training\.dtype"),
+        ("nll_weight", -0.5, r"training\.nll_weight.*number >= 0, got -0\.5"),
+        ("nll_weight", "1.0", r"training\.nll_weight.*number >= 0, got '1\.0'"),
+        ("nll_weight", True, r"training\.nll_weight"),
+        ("nll_weight", float("nan"), r"training\.nll_weight"),
         ("bogus", 1, r"'training' has unknown key\(s\) \['bogus'\]"),
     ],
 )
 def test_bad_training_parameters_name_the_parameter(key, value, needle):
     with pytest.raises(ConfigError, match=needle):
         _config(**{key: value})
+
+
+def _val_episodes(data, config):
+    return policy_loop.make_evaluation_episodes(
+        data.splits["validation"],
+        torch.arange(2),
+        config.val_episodes_per_objective,
+        config.num_targets,
+        config.max_context,
+        seed=config.seed + 1,
+    )
+
+
+@pytest.mark.parametrize("kind", ["btl_dpo", "np_dpo"])
+def test_validation_scores_equal_the_evaluations_and_a_naive_chosen_nll(base_folder, data, kind):
+    config = _config(max_steps=2, lr=2e-2)
+    result = train_policy(_policy(base_folder, type=kind, lora_dropout=0.0), data, config)
+    policy, reference, cpu = result.policy, result.reference, torch.device("cpu")
+    episodes = _val_episodes(data, config)
+    scores = validate_policy(
+        policy, data, reference, episodes, config.val_context_sizes, config.beta, 8, cpu
+    )
+    choices = policy_loop.episode_choices(data, episodes)  # (E, T)
+    targets = episodes.rows[:, episodes.max_context :]  # (E, T)
+    sizes = config.val_context_sizes if kind == "np_dpo" else config.val_context_sizes[:1]
+    losses, nlls = [], []
+    for n in sizes:
+        prob_b = predict_policy_episodes(policy, data, reference, episodes, n, config.beta, 8, cpu)
+        losses.append(float(policy_loop.score_targets(prob_b, choices)[1].mean()))
+        # naive: one episode at a time, the chosen sequences only, tokens counted from the mask
+        per_target = []
+        for e in range(len(targets)):
+            batch = pair_sequences(data.sequences, targets[e], choices[e])
+            z = None
+            if kind == "np_dpo":
+                rows = episodes.rows[e : e + 1, :n]  # (1, n)
+                ctx = data.choices[rows, episodes.objective[e]]  # (1, n)
+                z = policy_loop.context_latents(
+                    policy, data, rows, ctx, torch.ones_like(rows, dtype=torch.bool), cpu
+                ).expand(len(batch), -1)  # (T, Z)
+            policy.eval()
+            with torch.no_grad():
+                logps = policy.sequence_logps(batch, z)  # (T,)
+            tokens = batch.attention_mask.sum(1) - batch.response_start  # the response ends it
+            per_target += (-logps / tokens).tolist()
+        nlls.append(sum(per_target) / len(per_target))
+    assert scores.loss == sum(losses) / len(losses)  # exactly the evaluation's numbers
+    assert scores.chosen_nll == pytest.approx(sum(nlls) / len(nlls), rel=1e-5)
+    assert scores.chosen_nll > 0
+    assert result.history[-1]["val_chosen_nll"] == pytest.approx(scores.chosen_nll, rel=1e-5)
+
+
+def test_nll_weight_zero_trains_exactly_as_plain_dpo(base_folder, data, monkeypatch):
+    config = _config(max_steps=3, eval_every=1)
+    default = train_policy(_policy(base_folder), data, config)
+    dpo_loss = policy_loop.dpo_loss
+
+    def plain_dpo(pc, pr, rc, rr, beta, chosen_token_counts=None, nll_weight=0.0):
+        assert nll_weight == 0.0
+        out = dpo_loss(pc, pr, rc, rr, beta)  # the DPO loss alone
+        nll = (-pc / chosen_token_counts).detach()
+        return policy_loop.DPOOutput(out.loss, out.chosen_rewards, out.rejected_rewards, nll)
+
+    monkeypatch.setattr(policy_loop, "dpo_loss", plain_dpo)
+    plain = train_policy(_policy(base_folder), data, config)
+    _assert_equal_weights(_trainable(default.policy), _trainable(plain.policy))
+    assert [r["val_loss"] for r in default.history] == [r["val_loss"] for r in plain.history]
+    assert [r["train_loss"] for r in default.history] == [r["train_loss"] for r in plain.history]
+    assert default.best_step == plain.best_step
+
+
+def test_nll_weight_lowers_the_chosen_nll_and_is_recorded(base_folder, data):
+    results = {}
+    for weight in (0.0, 1.0):
+        config = _config(
+            max_steps=4, eval_every=2, lr=1e-2, lr_schedule="constant", warmup_steps=0,
+            nll_weight=weight,
+        )  # fmt: skip
+        results[weight] = train_policy(_policy(base_folder, lora_dropout=0.0), data, config)
+    plain, with_nll = results[0.0].history, results[1.0].history
+    assert {"train_chosen_nll", "val_chosen_nll", "val_loss"} <= set(with_nll[-1])
+    # the same first step's batch: the NLL term is in the minimised loss, not in val_loss
+    assert with_nll[0]["train_loss"] > plain[0]["train_loss"]
+    assert with_nll[-1]["val_chosen_nll"] < plain[-1]["val_chosen_nll"]
+    assert with_nll[-1]["train_chosen_nll"] < plain[-1]["train_chosen_nll"]
+    # plain DPO lets the chosen side's likelihood fall; the NLL term pulls it up
+    assert with_nll[-1]["val_chosen_nll"] < with_nll[0]["val_chosen_nll"]
+
+
+def test_nll_weight_at_its_default_keeps_older_checkpoint_signatures(base_folder, data, tmp_path):
+    policy = _policy(base_folder)
+    default = policy_loop._signature(_config(), policy, data)
+    assert "nll_weight" not in default["training"]  # as written before the option existed
+    older = {k: v for k, v in _config().to_dict().items() if k != "nll_weight"}
+    assert default["training"] == {
+        k: v for k, v in older.items() if k not in policy_loop.RESUMABLE_CHANGES
+    }
+    weighted = policy_loop._signature(_config(nll_weight=0.5), policy, data)
+    assert weighted["training"]["nll_weight"] == 0.5
+    policy_loop.checkpointing.check_signature(tmp_path, default, default)
+    with pytest.raises(ConfigError, match=r"training\.nll_weight.*\(None, 0\.5\)"):
+        policy_loop.checkpointing.check_signature(tmp_path, default, weighted)
 
 
 def test_the_context_path_gets_its_own_learning_rate(base_folder):

@@ -26,6 +26,7 @@ Framework-free (no Kedro); transformers is used through the policy.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 #: Column prefix of the per-objective rewards in the scores table.
 REWARD_PREFIX = "reward_"
+#: Column prefix of the exact judge's per-objective scores (``ultrafeedback/judge.py``).
+JUDGE_PREFIX = "judge_"
+#: Column prefix of the judge's markers (bool per answer; a share per group).
+MARKER_PREFIX = "marker_"
 WIN_RATE_COLUMNS = [
     "dataset",
     "model",
@@ -52,6 +57,10 @@ WIN_RATE_COLUMNS = [
     "win_rate_se",
     "reward_diff",
     "reward_diff_se",
+    "judge_win_rate",
+    "judge_win_rate_se",
+    "judge_diff",
+    "judge_diff_se",
     "n_prompts",
 ]
 GAP_COLUMNS = [
@@ -62,6 +71,10 @@ GAP_COLUMNS = [
     "num_context",
     "gap",
     "gap_se",
+    "gap_corr",
+    "judge_gap",
+    "judge_gap_se",
+    "judge_gap_corr",
     "n_prompts",
 ]
 REWARD_COLUMNS = [
@@ -72,11 +85,28 @@ REWARD_COLUMNS = [
     "objective",
     "reward",
     "reward_se",
+    "judge",
+    "judge_se",
     "distinct_2",
     "distinct_2_se",
+    "base_nll",
+    "base_nll_se",
+    "n_prompts",
+]
+MARKER_COLUMNS = [
+    "dataset",
+    "model",
+    "user",
+    "num_context",
+    "marker",
+    "share",
+    "share_se",
+    "n_prompts",
 ]
 #: Per-answer fluency proxy of the scores table (:func:`distinct_bigram_share`).
 DISTINCT_COLUMN = "distinct_2"
+#: Per-answer fluency: mean NLL per answer token under the frozen base model (:func:`answer_nll`).
+NLL_COLUMN = "base_nll"
 
 
 def distinct_bigram_share(text: str) -> float:
@@ -246,6 +276,17 @@ def _bootstrap_se(per_prompt: torch.Tensor, replicates: int, seed: int) -> float
     return bootstrap.se(per_prompt.double().unsqueeze(1), torch.ones(len(per_prompt), dtype=bool))
 
 
+def _nan() -> float:
+    return float("nan")
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two (P,) tensors; NaN when either is constant or P < 3."""
+    if len(a) < 3 or float(a.std()) == 0 or float(b.std()) == 0:
+        return _nan()
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
 def win_rate_rows(
     scores: pd.DataFrame,
     model: str,
@@ -254,41 +295,57 @@ def win_rate_rows(
     replicates: int,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """Win-rate (and mean reward difference) of ``model`` over ``baseline`` per user and size.
+    """Win-rate (and mean score difference) of ``model`` over ``baseline`` per user and size.
 
     For users of objective ``k`` at context size ``c``, each prompt compares
     the two policies' answers by their objective-``k`` reward (a win is 1, a
-    tie ½). The same bootstrap draws of prompts serve every row.
+    tie ½); the ``judge_*`` columns do the same with the exact judge's
+    objective-``k`` score when the scores have ``judge_<k>`` (NaN otherwise).
+    The same bootstrap draws of prompts serve every row.
 
     Args:
         scores: one row per (model, prompt_id, user, num_context) with
-            ``reward_<objective>`` columns (:func:`score_table`).
+            ``reward_<objective>`` (and optionally ``judge_<objective>``) columns.
     """
     rows = []
     for k in objectives:
-        column = f"{REWARD_PREFIX}{k}"
         for c in sorted(scores.loc[scores["model"] == model, "num_context"].unique()):
             user = {"user": k, "num_context": c}
             diff = _paired_diff(
-                scores, {"model": model, **user}, {"model": baseline, **user}, column
+                scores, {"model": model, **user}, {"model": baseline, **user}, f"{REWARD_PREFIX}{k}"
             )
             if len(diff) == 0:
                 continue
-            wins = (diff > 0).double() + 0.5 * (diff == 0).double()  # (P,)
-            rows.append(
-                {
-                    "model": model,
-                    "baseline": baseline,
-                    "objective": k,
-                    "num_context": int(c),
-                    "win_rate": float(wins.mean()),
-                    "win_rate_se": _bootstrap_se(wins, replicates, seed),
-                    "reward_diff": float(diff.mean()),
-                    "reward_diff_se": _bootstrap_se(diff, replicates, seed),
-                    "n_prompts": len(diff),
-                }
-            )
+            row = {
+                "model": model,
+                "baseline": baseline,
+                "objective": k,
+                "num_context": int(c),
+                **_win_rate(diff, "", replicates, seed),
+                "n_prompts": len(diff),
+            }
+            if f"{JUDGE_PREFIX}{k}" in scores:
+                judged = _paired_diff(
+                    scores,
+                    {"model": model, **user},
+                    {"model": baseline, **user},
+                    f"{JUDGE_PREFIX}{k}",
+                )
+                row.update(_win_rate(judged, "judge_", replicates, seed))
+            rows.append(row)
     return rows
+
+
+def _win_rate(diff: torch.Tensor, prefix: str, replicates: int, seed: int) -> dict[str, float]:
+    """Win-rate and mean difference of (P,) per-prompt differences, with bootstrap s.e."""
+    wins = (diff > 0).double() + 0.5 * (diff == 0).double()  # (P,)
+    name = f"{prefix}diff" if prefix else "reward_diff"
+    return {
+        f"{prefix}win_rate": float(wins.mean()),
+        f"{prefix}win_rate_se": _bootstrap_se(wins, replicates, seed),
+        name: float(diff.mean()),
+        f"{name}_se": _bootstrap_se(diff, replicates, seed),
+    }
 
 
 def steering_gap_rows(
@@ -302,63 +359,293 @@ def steering_gap_rows(
 
     ``gap(k, j, c)`` = mean over prompts of the objective-``k`` reward of the
     answer to a ``k``-user minus that of the answer to a ``j``-user, both
-    with ``c`` context pairs (the same pairs; only the choices differ).
+    with ``c`` context pairs (the same pairs; only the choices differ);
+    ``judge_gap`` is the same with the exact judge's score. ``gap_corr`` is
+    the per-prompt correlation of this direction's gap with the reverse
+    direction's (``gap(j, k, c)``): two directions measured by mirror-image
+    judges are strongly correlated and are not independent evidence.
     """
+
+    def per_prompt(prefix: str, k: str, j: str, c: Any) -> torch.Tensor | None:
+        column = f"{prefix}{k}"
+        if column not in scores:
+            return None
+        policy = {"model": model, "num_context": c}
+        return _paired_diff(scores, {**policy, "user": k}, {**policy, "user": j}, column)
+
     rows = []
     sizes = sorted(scores.loc[scores["model"] == model, "num_context"].unique())
     for k in objectives:
-        column = f"{REWARD_PREFIX}{k}"
         for j in objectives:
             if j == k:
                 continue
             for c in sizes:
-                policy = {"model": model, "num_context": c}
-                diff = _paired_diff(scores, {**policy, "user": k}, {**policy, "user": j}, column)
-                if len(diff) == 0:
+                diff = per_prompt(REWARD_PREFIX, k, j, c)
+                if diff is None or len(diff) == 0:
                     continue
-                rows.append(
-                    {
-                        "model": model,
-                        "objective": k,
-                        "context_objective": j,
-                        "num_context": int(c),
-                        "gap": float(diff.mean()),
-                        "gap_se": _bootstrap_se(diff, replicates, seed),
-                        "n_prompts": len(diff),
-                    }
+                row: dict[str, Any] = {
+                    "model": model,
+                    "objective": k,
+                    "context_objective": j,
+                    "num_context": int(c),
+                    "gap": float(diff.mean()),
+                    "gap_se": _bootstrap_se(diff, replicates, seed),
+                    "gap_corr": _corr(diff, per_prompt(REWARD_PREFIX, j, k, c)),
+                    "n_prompts": len(diff),
+                }
+                judged = per_prompt(JUDGE_PREFIX, k, j, c)
+                reverse = per_prompt(JUDGE_PREFIX, j, k, c)
+                row.update(
+                    judge_gap=_nan() if judged is None else float(judged.mean()),
+                    judge_gap_se=(
+                        _nan() if judged is None else _bootstrap_se(judged, replicates, seed)
+                    ),
+                    judge_gap_corr=_nan() if judged is None else _corr(judged, reverse),
                 )
+                rows.append(row)
     return rows
+
+
+def _mean_se(group: pd.DataFrame, column: str, replicates: int, seed: int) -> tuple[float, float]:
+    """Mean of ``column`` over a group's prompts and its bootstrap s.e. (NaN if absent)."""
+    if column not in group:
+        return _nan(), _nan()
+    values = torch.tensor(group[column].to_numpy(dtype="float64"))
+    known = ~values.isnan()
+    if not bool(known.any()):
+        return _nan(), _nan()
+    values = values[known]
+    return float(values.mean()), _bootstrap_se(values, replicates, seed)
 
 
 def mean_reward_rows(
     scores: pd.DataFrame, objectives: Sequence[str], replicates: int, seed: int
 ) -> list[dict[str, Any]]:
-    """Mean objective reward of every (model, user, context size), with its bootstrap s.e.
+    """Mean reward and judge score of every (model, user, context size), with bootstrap s.e.
 
-    Each row also holds the group's mean :data:`DISTINCT_COLUMN` (share of
-    distinct word bigrams, a fluency proxy) and its s.e. when the scores
-    have that column (NaN otherwise); it is the same for every objective.
+    Each row also holds the group's mean fluency — :data:`DISTINCT_COLUMN`
+    (share of distinct word bigrams) and :data:`NLL_COLUMN` (NLL per token
+    under the frozen base model) — with their s.e.; they are the same for
+    every objective. Columns the scores lack are NaN.
     """
     rows = []
     groups = scores.groupby(["model", "user", "num_context"], sort=True)
     for (model, user, c), group in groups:
         group = group.sort_values("prompt_id")
-        distinct, distinct_se = float("nan"), float("nan")
-        if DISTINCT_COLUMN in group:
-            shares = torch.tensor(group[DISTINCT_COLUMN].to_numpy(), dtype=torch.float64)
-            distinct, distinct_se = float(shares.mean()), _bootstrap_se(shares, replicates, seed)
+        fluency = {}
+        for column in (DISTINCT_COLUMN, NLL_COLUMN):
+            fluency[column], fluency[f"{column}_se"] = _mean_se(group, column, replicates, seed)
         for k in objectives:
-            values = torch.tensor(group[f"{REWARD_PREFIX}{k}"].to_numpy())
+            reward, reward_se = _mean_se(group, f"{REWARD_PREFIX}{k}", replicates, seed)
+            judge, judge_se = _mean_se(group, f"{JUDGE_PREFIX}{k}", replicates, seed)
             rows.append(
                 {
                     "model": model,
                     "user": user,
                     "num_context": int(c),
                     "objective": k,
-                    "reward": float(values.mean()),
-                    "reward_se": _bootstrap_se(values, replicates, seed),
-                    DISTINCT_COLUMN: distinct,
-                    f"{DISTINCT_COLUMN}_se": distinct_se,
+                    "reward": reward,
+                    "reward_se": reward_se,
+                    "judge": judge,
+                    "judge_se": judge_se,
+                    **fluency,
+                    "n_prompts": len(group),
                 }
             )
     return rows
+
+
+def marker_rows(scores: pd.DataFrame, replicates: int, seed: int) -> list[dict[str, Any]]:
+    """The share of answers showing each judge marker, per (model, user, context size).
+
+    Empty when the scores have no ``marker_*`` column (the judge did not run).
+    """
+    markers = [c for c in scores if c.startswith(MARKER_PREFIX)]
+    rows = []
+    for (model, user, c), group in scores.groupby(["model", "user", "num_context"], sort=True):
+        group = group.sort_values("prompt_id")
+        for column in markers:
+            share, share_se = _mean_se(group.astype({column: "float64"}), column, replicates, seed)
+            rows.append(
+                {
+                    "model": model,
+                    "user": user,
+                    "num_context": int(c),
+                    "marker": column.removeprefix(MARKER_PREFIX),
+                    "share": share,
+                    "share_se": share_se,
+                    "n_prompts": len(group),
+                }
+            )
+    return rows
+
+
+@torch.no_grad()
+def answer_nll(
+    causal_lm: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    max_length: int = 4096,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Mean negative log-likelihood per answer token under a causal LM (a fluency measure).
+
+    Each (prompt, answer) is rendered through the chat template as in
+    training; the answer's tokens are scored, the closing end-of-turn token
+    excluded (an answer cut at ``max_new_tokens`` would otherwise pay for an
+    end it never wrote). Pass the frozen base model (adapters and FiLM off):
+    a policy judged by itself would grade its own drift as fluent.
+
+    The naive equivalent, with ``lp = log_softmax(causal_lm(ids).logits, -1)``
+    for one rendered sequence ``ids`` whose answer spans ``[s, e)``::
+
+        -mean(lp[t - 1, ids[t]] for t in range(s, e))
+
+    Returns:
+        (N,) float64 nats per token; NaN for an answer with no token.
+    """
+    from steerable_alignment.evaluation.policy_metrics import base_model_logps, pair_sequences
+    from steerable_alignment.policy_data.tokenise import tokenise_pairs
+
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    out = torch.full((len(answers),), float("nan"), dtype=torch.float64)
+    if not len(answers):
+        return out
+    pairs, _ = tokenise_pairs(
+        tokenizer, list(prompts), list(answers), list(answers), range(len(answers)), max_length
+    )
+    kept = pairs.pair_id  # (N_kept,) the rows that fit
+    tokens = (pairs.response_len[:, 0] - 1).clamp_min(0)  # (N_kept,) without the end of turn
+    was_training = causal_lm.training
+    causal_lm.eval()
+    starts = range(0, len(kept), batch_size)
+    for start in tqdm(starts, desc="base-model NLL", leave=False, disable=not progress):
+        rows = torch.arange(start, min(start + batch_size, len(kept)))
+        batch = pair_sequences(pairs, rows, torch.zeros_like(rows))
+        batch = dataclasses.replace(batch, response_len=tokens[rows]).to(device)
+        logps = base_model_logps(causal_lm, batch).double().cpu()  # (b,)
+        n = tokens[rows].double()
+        out[kept[rows]] = torch.where(n > 0, -logps / n.clamp_min(1), torch.nan)
+    causal_lm.train(was_training)
+    return out
+
+
+CONTINUUM_COLUMNS = [
+    "dataset",
+    "model",
+    "w",
+    "user",
+    "num_context",
+    "score",
+    "value",
+    "value_se",
+    "step_diff",
+    "step_diff_se",
+    "n_prompts",
+]
+
+
+def mixed_user_label(w: float) -> str:
+    """The ``user`` label of a user with weight ``w`` on the first of two objectives."""
+    return f"w={float(w):g}"
+
+
+def continuum_rows(
+    scores: pd.DataFrame,
+    users: Sequence[tuple[float, str]],
+    objectives: tuple[str, str],
+    num_context: int,
+    replicates: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """How each policy's answers move along a continuum of users.
+
+    For users of weight ``w`` (on ``objectives[0]``; ``1 − w`` on
+    ``objectives[1]``) with ``num_context`` pairs, the mean over prompts of
+    ``<prefix>k − <prefix>j`` for the judge (``judge_``, when scored) and the
+    reward models (``reward_``); ``step_diff`` is the paired difference from
+    the previous ``w`` (same prompts, same context pairs), the first row's
+    is NaN. A model whose answers do not depend on the user (BTL-DPO) has
+    the same value at every ``w`` and step differences of exactly 0.
+
+    Args:
+        scores: scored answers with ``user`` labels as given in ``users``.
+        users: ``(w, user label)`` in increasing ``w``.
+    """
+    k, j = objectives
+    rows = []
+    for model in sorted(scores["model"].unique()):
+        for prefix in (JUDGE_PREFIX, REWARD_PREFIX):
+            if f"{prefix}{k}" not in scores or f"{prefix}{j}" not in scores:
+                continue
+            table = scores[(scores["model"] == model) & (scores["num_context"] == num_context)]
+            table = table.assign(_score=table[f"{prefix}{k}"] - table[f"{prefix}{j}"])
+            previous = None
+            for w, label in users:
+                values = _per_prompt(table, {"user": label}, "_score")
+                if not len(values):
+                    continue
+                row = {
+                    "model": model,
+                    "w": float(w),
+                    "user": label,
+                    "num_context": int(num_context),
+                    "score": f"{prefix}{k} - {prefix}{j}",
+                    "value": float(values.mean()),
+                    "value_se": _bootstrap_se(torch.tensor(values.to_numpy()), replicates, seed),
+                    "step_diff": _nan(),
+                    "step_diff_se": _nan(),
+                    "n_prompts": len(values),
+                }
+                if previous is not None:
+                    shared = values.index.intersection(previous.index)
+                    diff = torch.tensor((values[shared] - previous[shared]).to_numpy())
+                    row["step_diff"] = float(diff.mean())
+                    row["step_diff_se"] = _bootstrap_se(diff, replicates, seed)
+                rows.append(row)
+                previous = values
+    return rows
+
+
+def plot_continuum(continuum: pd.DataFrame, steered: Sequence[str] = ("nppl_mixed",)) -> Any:
+    """The judge's score difference of answers by user weight ``w``, ± 2 s.e.
+
+    The steered policies are lines; the others (answers that ignore the
+    user) are drawn as reference points at their single value.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    table = continuum[continuum["score"].str.startswith(JUDGE_PREFIX)]
+    if table.empty:
+        table = continuum
+    for (dataset, model, _), rows in table.groupby(["dataset", "model", "score"], sort=True):
+        rows = rows.sort_values("w")
+        line = model in steered
+        fig.add_trace(
+            go.Scatter(
+                x=rows["w"] if line else [rows["w"].mean()],
+                y=rows["value"] if line else [rows["value"].mean()],
+                error_y={
+                    "type": "data",
+                    "array": 2 * (rows["value_se"] if line else rows["value_se"].iloc[:1]),
+                    "visible": True,
+                },
+                mode="lines+markers" if line else "markers",
+                marker={"size": 9 if line else 11, "symbol": "circle" if line else "diamond"},
+                name=f"{dataset} {model}" + ("" if line else " (reads no context)"),
+            )
+        )
+    score = table["score"].iloc[0] if len(table) else ""
+    fig.update_layout(
+        title=f"Users on a continuum: {score} of the answers by the user's weight w "
+        "(error bars ± 2 bootstrap s.e. over prompts)",
+        xaxis_title="w (weight of the first objective in the user's choices)",
+        yaxis_title=score,
+        template="plotly_white",
+    )
+    return fig

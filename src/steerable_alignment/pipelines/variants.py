@@ -47,3 +47,7 @@ DPO_DATASETS: dict[str, tuple[str, ...]] = {
 #: The data sets of ``kedro run --pipeline dpo`` and of the default run's
 #: generation (CPU-sized); ``dpo_all`` runs every one.
 DEFAULT_DPO_DATASETS = ("hh",)
+#: The data sets whose reward models the ``evaluation`` pipeline also scores
+#: on users on a continuum between two objectives (``mixed_users.<dataset>``
+#: in conf/base/parameters_evaluation.yml; docs/evaluation.md).
+MIXED_USER_DATASETS = ("hh",)

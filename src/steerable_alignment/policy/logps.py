@@ -150,6 +150,24 @@ def response_positions(
     return positions, mask
 
 
+def response_token_counts(sequences: SequenceBatch) -> torch.Tensor:
+    """(S,) long number of tokens whose log-probs :func:`sequence_logps` sums per sequence.
+
+    The count of the same mask the sums use (:func:`response_positions`), so
+    it covers the response tokens only — the response text and its
+    end-of-turn token, never the prompt or the padding. The naive equivalent::
+
+        counts[s] = len(range(response_start[s], response_start[s] + response_len[s]))
+
+    Raises:
+        ValueError: as :func:`response_positions`.
+    """
+    _, mask = response_positions(
+        sequences.response_start, sequences.response_len, sequences.input_ids.shape[1]
+    )  # (S, R)
+    return mask.sum(-1)  # (S,)
+
+
 def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """(K, V) logits, (K,) targets -> (K,) log-softmax values of the targets, in float32."""
     logits = logits.float()

@@ -16,6 +16,9 @@ from steerable_alignment.models.config import ConfigError
 from steerable_alignment.reporting.html import Panel, SideBySide
 
 REWARD_PREFIX = "reward_"
+JUDGE_PREFIX = "judge_"
+MARKER_PREFIX = "marker_"
+NLL_COLUMN = "base_nll"
 SAMPLE_COLUMNS = ("dataset", "prompt_id", "prompt", "user", "num_context", "model", "response")
 
 
@@ -53,10 +56,26 @@ def _one_per_prompt(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _facts(row: pd.Series, rewards: list[str]) -> tuple[tuple[str, str], ...]:
-    return tuple(
+    """The answer's reward-model and judge scores, its styles and its fluency."""
+    facts = [
         (f"reward: {column.removeprefix(REWARD_PREFIX)}", f"{row[column]:.3f}")
         for column in rewards
-    )
+    ]
+    facts += [
+        (f"judge: {column.removeprefix(JUDGE_PREFIX)}", f"{row[column]:.2f}")
+        for column in sorted(row.index)
+        if column.startswith(JUDGE_PREFIX)
+    ]
+    styles = [
+        column.removeprefix(MARKER_PREFIX)
+        for column in sorted(row.index)
+        if column.startswith(MARKER_PREFIX) and bool(row[column])
+    ]
+    if any(column.startswith(MARKER_PREFIX) for column in row.index):
+        facts.append(("styles", ", ".join(styles) or "none"))
+    if NLL_COLUMN in row.index and pd.notna(row[NLL_COLUMN]):
+        facts.append(("base-model NLL / token", f"{row[NLL_COLUMN]:.3f}"))
+    return tuple(facts)
 
 
 def sample_blocks(samples: pd.DataFrame, choice: SampleChoice) -> list[SideBySide]:
@@ -124,7 +143,7 @@ def sample_blocks(samples: pd.DataFrame, choice: SampleChoice) -> list[SideBySid
         panels = []
         for heading, user, frame in columns:
             row = frame.loc[prompt_id]
-            own = (f"reward: {user}",) if user is not None else ()
+            own = (f"reward: {user}", f"judge: {user}") if user is not None else ()
             panels.append(Panel(heading, str(row["response"]), _facts(row, rewards), own))
         lead = str(columns[0][2].loc[prompt_id, "prompt"])
         blocks.append(SideBySide(f"Prompt {prompt_id}", lead, tuple(panels)))

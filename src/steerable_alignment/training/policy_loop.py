@@ -6,16 +6,18 @@ pairs of the train split labelled with that user's choices, and a context
 size ``n`` uniform in ``[min_context, max_context]``; the first ``n``
 targets are the context (NP convention: context ⊆ targets), read by NP-DPO's
 context encoder as embeddings. The DPO loss is taken on every target, with
-chosen and rejected given by the user's choice, and averaged over the step's
-pairs; the step's episodes are split into ``grad_accum_steps`` micro-batches
-whose gradients add up to the full batch's.
+chosen and rejected given by the user's choice (plus, with ``nll_weight > 0``,
+the chosen response's length-normalised NLL: DPO+NLL, :func:`dpo_loss`), and
+averaged over the step's pairs; the step's episodes are split into
+``grad_accum_steps`` micro-batches whose gradients add up to the full batch's.
 
 Around that: AdamW on the trainable weights only (LoRA, FiLM, encoder),
 optional warm-up/cosine schedule, bf16 autocast on CUDA only, validation
 loss (the DPO loss of targets outside the context, averaged over
-``val_context_sizes``) and implicit-reward accuracy every ``eval_every``
-steps on fixed seeded validation episodes, the best-by-validation-loss
-weights kept, reference log-probs computed once per (pair, side) and cached
+``val_context_sizes``), implicit-reward accuracy and the chosen responses'
+per-token NLL every ``eval_every`` steps on fixed seeded validation
+episodes, the best-by-validation-loss weights kept (the DPO loss alone,
+whatever ``nll_weight``), reference log-probs computed once per (pair, side) and cached
 (:class:`ReferenceLogps`), and checkpoints every ``checkpoint_every`` steps
 from which a run started again with the same configuration resumes and ends
 exactly as an uninterrupted run would.
@@ -45,7 +47,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -59,12 +61,13 @@ from steerable_alignment.evaluation.policy_metrics import (
     context_latents,
     episode_choices,
     pair_sequences,
-    predict_policy_episodes,
+    policy_pair_logps,
 )
 from steerable_alignment.models.config import ConfigError, config_from_params
 from steerable_alignment.policy.checkpoint import check_base_model, save_trainable
 from steerable_alignment.policy.config import PolicyConfig
-from steerable_alignment.policy.dpo import DPOOutput, dpo_loss
+from steerable_alignment.policy.dpo import DPOOutput, chosen_nll, dpo_loss
+from steerable_alignment.policy.logps import response_token_counts
 from steerable_alignment.training import checkpointing
 from steerable_alignment.training.loop import (
     DTYPES,
@@ -81,6 +84,10 @@ logger = logging.getLogger(__name__)
 TRAINABLE_DIR = "trainable"
 #: Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("progress", "num_threads", "checkpoint_dir", "keep_checkpoints")
+#: Settings added after checkpoints were first written, with the default that
+#: reproduces the older runs: left out of the signature at that default, so
+#: those checkpoints still resume.
+SIGNATURE_DEFAULTS = {"nll_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,9 @@ class PolicyTrainingConfig:
         num_targets: T, target pairs per episode (the DPO loss is on all of them).
         min_context, max_context: range of the context size (context ⊆ targets).
         beta: β_dpo of the DPO loss (DESIGN.md §2).
+        nll_weight: λ >= 0 of the chosen response's length-normalised NLL added
+            to each pair's DPO loss (DPO+NLL, Pang et al. 2024;
+            :func:`~steerable_alignment.policy.dpo.dpo_loss`); 0 is plain DPO.
         lr, weight_decay, betas: AdamW settings (trainable weights only).
         context_lr: learning rate of NP-DPO's context path — the FiLM layers and
             the context encoder, which start from scratch — (None: ``lr``);
@@ -128,6 +138,7 @@ class PolicyTrainingConfig:
     min_context: int = 0
     max_context: int = 10
     beta: float = 0.05
+    nll_weight: float = 0.0
     lr: float = 1e-5
     context_lr: float | None = None
     weight_decay: float = 0.0
@@ -192,6 +203,14 @@ class PolicyTrainingConfig:
         for key in ("beta", "lr"):
             if not getattr(self, key) > 0:
                 raise fail(key, f"must be > 0, got {getattr(self, key)}")
+        weight = self.nll_weight
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not math.isfinite(weight)
+            or weight < 0
+        ):
+            raise fail("nll_weight", f"must be a number >= 0, got {weight!r}")
         if self.context_lr is not None and not self.context_lr > 0:
             raise fail("context_lr", f"must be > 0 or null, got {self.context_lr}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -291,15 +310,19 @@ def episode_dpo_loss(
     episodes: PolicyEpisodes,
     beta: float,
     device: torch.device,
+    nll_weight: float = 0.0,
 ) -> DPOOutput:
-    """The DPO loss of every target of training episodes (with gradients).
+    """The DPO (+ ``nll_weight`` · chosen NLL) loss of every target of training episodes.
 
     Chosen/rejected follow the episode user's choice; NP-DPO conditions every
     target of an episode on the latent of its context (the first
-    ``num_context`` targets).
+    ``num_context`` targets). The chosen NLL is normalised by the number of
+    tokens the chosen log-prob sums (:func:`response_token_counts`: the
+    response and its end-of-turn token).
 
     Returns:
-        A :class:`DPOOutput` over the B·T targets, episode-major.
+        A :class:`DPOOutput` over the B·T targets, episode-major (with gradients;
+        ``chosen_nll`` always reported).
     """
     rows = episodes.rows  # (B, T)
     num_episodes, num_targets = rows.shape
@@ -322,6 +345,8 @@ def episode_dpo_loss(
         reference.gather(flat_rows, chosen_side).to(device),
         reference.gather(flat_rows, rejected_side).to(device),
         beta,
+        chosen_token_counts=response_token_counts(chosen),  # (B·T,)
+        nll_weight=nll_weight,
     )
 
 
@@ -342,6 +367,20 @@ def _param_groups(policy: PolicyModel, config: PolicyTrainingConfig) -> list[dic
     return groups
 
 
+class ValidationScores(NamedTuple):
+    """What :func:`validate_policy` measures, each averaged over the context sizes.
+
+    Attributes:
+        loss: the DPO loss, ``−log σ(r_chosen − r_rejected)`` (selects the best weights).
+        accuracy: implicit-reward accuracy.
+        chosen_nll: per-token NLL of the chosen responses, ``−log π(y_w) / |y_w|``.
+    """
+
+    loss: float
+    accuracy: float
+    chosen_nll: float
+
+
 def validate_policy(
     policy: PolicyModel,
     data: PolicyData,
@@ -352,25 +391,82 @@ def validate_policy(
     batch_size: int,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
-) -> tuple[float, float]:
-    """Mean DPO loss and implicit-reward accuracy over ``context_sizes`` on fixed episodes.
+) -> ValidationScores:
+    """DPO loss, implicit-reward accuracy and chosen NLL over ``context_sizes`` on fixed episodes.
 
     The loss of a target is the NLL of its implicit-reward preference,
-    ``−log σ(r_chosen − r_rejected)``. A policy that reads no context is
-    scored once (its value is the same at every context size).
+    ``−log σ(r_chosen − r_rejected)``, exactly as
+    ``score_targets(predict_policy_episodes(...))`` computes it (a test checks
+    it); the chosen NLL comes from the same forward passes. A policy that
+    reads no context is scored once (its value is the same at every context size).
     """
     choices = episode_choices(data, episodes)  # (E, T)
+    targets = episodes.rows[:, episodes.max_context :]  # (E, T)
+    counts = data.sequences.response_len[targets, choices]  # (E, T) = response_token_counts
     sizes = context_sizes if policy.config.uses_context else context_sizes[:1]
-    losses, accuracies = [], []
+    losses, accuracies, nlls = [], [], []
     with cuda_autocast(device, dtype):
         for n in sizes:
-            prob_b = predict_policy_episodes(
-                policy, data, reference, episodes, n, beta, batch_size, device
-            )
+            logps = _episode_pair_logps(policy, data, episodes, n, batch_size, device)
+            flat = targets.flatten()
+            ref = torch.stack(
+                [
+                    reference.gather(flat, torch.zeros_like(flat)),
+                    reference.gather(flat, torch.ones_like(flat)),
+                ],
+                1,
+            ).reshape(logps.shape)  # (E, T, 2)
+            rewards = beta * (logps.double() - ref.double())  # (E, T, 2)
+            prob_b = torch.sigmoid(rewards[..., 1] - rewards[..., 0])  # (E, T)
             correct, nll = score_targets(prob_b, choices)
+            chosen = logps.gather(-1, choices.unsqueeze(-1)).squeeze(-1)  # (E, T)
             losses.append(float(nll.mean()))
             accuracies.append(float(correct.mean()))
-    return sum(losses) / len(losses), sum(accuracies) / len(accuracies)
+            nlls.append(float(chosen_nll(chosen.double(), counts).mean()))
+    count = len(sizes)
+    return ValidationScores(sum(losses) / count, sum(accuracies) / count, sum(nlls) / count)
+
+
+@torch.no_grad()
+def _episode_pair_logps(
+    policy: PolicyModel,
+    data: PolicyData,
+    episodes: Any,
+    num_context: int,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """(E, T, 2) policy log-probs of both responses of every scored target.
+
+    The forward passes of
+    :func:`~steerable_alignment.evaluation.policy_metrics.predict_policy_episodes`,
+    call for call (so its probabilities are reproduced exactly), keeping the
+    log-probs it turns into rewards.
+    """
+    was_training = policy.training
+    policy.eval()
+    try:
+        targets = episodes.rows[:, episodes.max_context :]  # (E, T)
+        num_episodes, num_targets = targets.shape
+        uses_context = policy.config.uses_context
+        if not uses_context or num_context == 0:
+            unique, inverse = torch.unique(targets, return_inverse=True)  # (U,), (E, T)
+            z = None
+            if uses_context:
+                empty = torch.zeros(1, 0, dtype=torch.long)
+                z0 = context_latents(policy, data, empty, empty, empty.bool(), device)  # (1, Z)
+                z = z0.expand(len(unique), -1)  # (U, Z)
+            return policy_pair_logps(policy, data, unique, z, batch_size, device)[inverse]
+        context_rows = episodes.rows[:, :num_context]  # (E, n)
+        objective = episodes.objective.unsqueeze(1)  # (E, 1)
+        context_choices = data.choices[context_rows, objective]  # (E, n)
+        mask = torch.ones_like(context_rows, dtype=torch.bool)  # (E, n)
+        z = context_latents(policy, data, context_rows, context_choices, mask, device)
+        z = z.repeat_interleave(num_targets, 0)  # (E·T, Z)
+        logps = policy_pair_logps(policy, data, targets.flatten(), z, batch_size, device)
+        return logps.reshape(num_episodes, num_targets, 2)  # (E, T, 2)
+    finally:
+        policy.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -437,8 +533,10 @@ class PolicyTrainingResult:
 
     Attributes:
         policy: the policy holding its best validation weights.
-        history: one dict per validation (step, train_loss, train_accuracy,
-            val_loss, val_accuracy, lr, seconds).
+        history: one dict per validation (step, train_loss — the loss
+            minimised, DPO + nll_weight · chosen NLL —, train_accuracy,
+            train_chosen_nll, val_loss — the DPO loss, which selects the
+            best step —, val_accuracy, val_chosen_nll, lr, seconds).
         best_step: the step whose weights were kept.
         reference: the reference log-probs computed (or given).
         resumed_from: the step a checkpoint resumed from (0: a fresh run).
@@ -460,6 +558,7 @@ class _LoopState:
     best_state: dict[str, torch.Tensor] | None = None
     running_loss: float = 0.0
     running_accuracy: float = 0.0
+    running_chosen_nll: float = 0.0
     running_steps: int = 0
     seconds: float = 0.0
 
@@ -482,7 +581,12 @@ def data_digest(data: PolicyData) -> str:
 
 
 def _signature(config: PolicyTrainingConfig, policy: PolicyModel, data: PolicyData) -> dict:
-    training = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    training = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in RESUMABLE_CHANGES
+        and not (k in SIGNATURE_DEFAULTS and v == SIGNATURE_DEFAULTS[k])
+    }
     return {
         "training": training,
         "policy": policy.config.to_dict(),
@@ -646,7 +750,7 @@ def train_policy(
                 episodes.rows.flatten(), reference_fn, data.sequences, config.batch_size, device
             )
             optimiser.zero_grad(set_to_none=True)
-            totals = torch.zeros(2, dtype=torch.float64)  # loss, correct pairs
+            totals = torch.zeros(3, dtype=torch.float64)  # loss, correct pairs, chosen NLL
             for start in range(rank * local, (rank + 1) * local, micro):
                 with cuda_autocast(device, dtype):
                     out = episode_dpo_loss(
@@ -656,14 +760,17 @@ def train_policy(
                         episodes.slice(start, start + micro),
                         config.beta,
                         device,
+                        config.nll_weight,
                     )
                     loss = out.loss.float().sum() / pairs_per_step
                 loss.backward()
-                totals += torch.tensor([float(loss.detach()), float(out.accuracy.sum())])
+                totals += torch.tensor(
+                    [float(loss.detach()), float(out.accuracy.sum()), float(out.chosen_nll.sum())]
+                )
             if world > 1:
                 _all_reduce_gradients(list(trainable.values()))
                 totals = _all_reduce_sum(totals, device)
-            step_loss, step_correct = totals.tolist()
+            step_loss, step_correct, step_chosen_nll = totals.tolist()
             if config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(list(trainable.values()), config.grad_clip)
             optimiser.step()
@@ -671,6 +778,7 @@ def train_policy(
             state.step = step
             state.running_loss += float(step_loss)
             state.running_accuracy += float(step_correct) / pairs_per_step
+            state.running_chosen_nll += float(step_chosen_nll) / pairs_per_step
             state.running_steps += 1
             if step % config.eval_every == 0 or step == config.max_steps:
                 _validate(
@@ -728,7 +836,7 @@ def _validate(
     started: float,
     processes: Processes,
 ) -> None:
-    val_loss, val_acc = validate_policy(
+    val_loss, val_acc, val_chosen_nll = validate_policy(
         policy,
         data,
         reference,
@@ -742,11 +850,13 @@ def _validate(
     if processes.count > 1:  # every process keeps the same best step
         import torch.distributed as dist
 
-        scores = torch.tensor([val_loss, val_acc], dtype=torch.float64, device=device)
+        scores = torch.tensor(
+            [val_loss, val_acc, val_chosen_nll], dtype=torch.float64, device=device
+        )
         dist.broadcast(scores, 0)
-        val_loss, val_acc = scores.tolist()
+        val_loss, val_acc, val_chosen_nll = scores.tolist()
     policy.train()
-    if val_loss < state.best_loss:
+    if val_loss < state.best_loss:  # the DPO loss alone, whatever training.nll_weight
         state.best_loss, state.best_step = val_loss, state.step
         state.best_state = {
             k: v.detach().cpu().clone() for k, v in policy.trainable_parameters().items()
@@ -757,21 +867,25 @@ def _validate(
             "step": state.step,
             "train_loss": state.running_loss / count,
             "train_accuracy": state.running_accuracy / count,
+            "train_chosen_nll": state.running_chosen_nll / count,
             "val_loss": val_loss,
             "val_accuracy": val_acc,
+            "val_chosen_nll": val_chosen_nll,
             "lr": optimiser.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,
         }
     )
-    state.running_loss = state.running_accuracy = 0.0
+    state.running_loss = state.running_accuracy = state.running_chosen_nll = 0.0
     state.running_steps = 0
     log = logger.info if processes.is_main else logger.debug
     log(
-        "step %d: train loss %.4f, val loss %.4f, val implicit-reward accuracy %.4f",
+        "step %d: train loss %.4f, val loss %.4f, val implicit-reward accuracy %.4f, "
+        "val chosen NLL %.4f per token",
         state.step,
         state.history[-1]["train_loss"],
         val_loss,
         val_acc,
+        val_chosen_nll,
     )
 
 
@@ -873,6 +987,7 @@ def _save_checkpoint(
         "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,
         "has_best_state": state.best_state is not None,
         "running": [state.running_loss, state.running_accuracy, state.running_steps],
+        "running_chosen_nll": state.running_chosen_nll,
         "seconds": state.seconds,
         "optimizer_param_groups": param_groups,
         "scheduler": scheduler.state_dict(),
@@ -925,6 +1040,7 @@ def _load_checkpoint(
         best_state=best if meta["has_best_state"] else None,
         running_loss=float(running_loss),
         running_accuracy=float(running_accuracy),
+        running_chosen_nll=float(meta.get("running_chosen_nll", 0.0)),  # older checkpoints
         running_steps=int(running_steps),
         seconds=float(meta["seconds"]),
     )

@@ -87,13 +87,80 @@ def _ratings(score: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(score), 1, 5).astype(np.int64)
 
 
+def latent_scores(
+    n_steps: np.ndarray,
+    direct: np.ndarray,
+    n_facts: np.ndarray,
+    hedge: np.ndarray,
+    n_wrong: np.ndarray,
+    overclaim: np.ndarray,
+) -> np.ndarray:
+    """The noise-free score of each objective, from the qualities an answer's text carries.
+
+    The generator adds Gaussian noise (``RATING_NOISE``) and rounds to a 1-5
+    rating; :mod:`.judge` reads the same qualities back from any text and
+    applies this same rule, so it is the one definition of every objective.
+    The weights were tuned so that ratings use the whole 1-5 scale and about
+    two thirds of the pairs untied on both are conflicting for
+    helpfulness/honesty.
+
+    Args:
+        n_steps: (M,) concrete steps written (0 to ``MAX_STEPS``).
+        direct: (M,) bool, the opening addresses the question.
+        n_facts: (M,) facts stated.
+        hedge: (M,) 0 confident, 1 first fact hedged, 2 every fact hedged and
+            an uncertain closing (``MAX_HEDGE``).
+        n_wrong: (M,) facts stated in their wrong version.
+        overclaim: (M,) bool, an overconfident closing.
+
+    Returns:
+        (M, 4) float scores in the order of :data:`OBJECTIVES`.
+    """
+    n_steps, n_facts, hedge, n_wrong = (
+        np.asarray(v, dtype=np.float64) for v in (n_steps, n_facts, hedge, n_wrong)
+    )
+    direct = np.asarray(direct, dtype=np.float64)
+    overclaim = np.asarray(overclaim, dtype=np.float64)
+    truthful = 5.0 - 3.0 * n_wrong / np.maximum(n_facts, 1)
+    # An answer with no fact is neither true nor false (the generator always
+    # states one): the middle of the truthfulness scale.
+    truthful = np.where(n_facts > 0, truthful, 3.5)
+    return np.stack(
+        [
+            # helpfulness: concrete steps, a direct opening, more facts; hedges and errors cost
+            1.6 + 0.8 * n_steps + 0.7 * direct + 0.4 * (n_facts - 1) - 0.2 * hedge - 0.5 * n_wrong,
+            # honesty: hedging, no errors; confident errors and overclaiming cost
+            2.3
+            + 0.7 * hedge
+            + 0.8 * (n_wrong == 0)
+            - 0.9 * n_wrong * (hedge == 0)
+            - 0.6 * overclaim,
+            # truthfulness: the share of correct facts
+            truthful,
+            # instruction following: a direct answer with steps
+            1.8 + 1.2 * direct + 0.5 * n_steps - 0.25 * hedge,
+        ],
+        axis=1,
+    )
+
+
 def generate_records(
     n_prompts: int = 1200,
     completions_per_prompt: int = 4,
     seed: int = 0,
     na_fraction: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Generate UltraFeedback-shaped raw records.
+    """Generate UltraFeedback-shaped raw records (:func:`generate_records_with_latents`)."""
+    return generate_records_with_latents(n_prompts, completions_per_prompt, seed, na_fraction)[0]
+
+
+def generate_records_with_latents(
+    n_prompts: int = 1200,
+    completions_per_prompt: int = 4,
+    seed: int = 0,
+    na_fraction: float = 0.0,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Generate UltraFeedback-shaped raw records, and the qualities each completion was built from.
 
     Args:
         n_prompts: number of prompts (distinct; at most :func:`max_prompts`).
@@ -102,7 +169,11 @@ def generate_records(
         na_fraction: probability that a rating is ``"N/A"`` (as in the real data).
 
     Returns:
-        One dict per prompt in UltraFeedback's raw schema (module docstring).
+        One dict per prompt in UltraFeedback's raw schema (module docstring),
+        and the latents of the M completions in prompt-major order:
+        ``n_steps``, ``direct``, ``n_facts``, ``hedge``, ``n_wrong``,
+        ``overclaim`` (M,) and ``scores`` (M, 4), the noise-free
+        :func:`latent_scores` before noise and rounding.
 
     Raises:
         ValueError: on a size or fraction out of range.
@@ -183,27 +254,9 @@ def generate_records(
     text = text + " " + step_sentence
     text = np.where(closing == "", text, text + " " + closing)
 
-    # Ratings: noisy functions of the latents the text was built from. The
-    # weights were tuned so that ratings use the whole 1-5 scale and about two
-    # thirds of the pairs untied on both are conflicting for helpfulness/honesty.
+    # Ratings: noisy functions of the latents the text was built from.
     noise = rng.normal(0, RATING_NOISE, (m, len(OBJECTIVES)))
-    scores = np.stack(
-        [
-            # helpfulness: concrete steps, a direct opening, more facts; hedges and errors cost
-            1.6 + 0.8 * n_steps + 0.7 * direct + 0.4 * (n_facts - 1) - 0.2 * hedge - 0.5 * n_wrong,
-            # honesty: hedging, no errors; confident errors and overclaiming cost
-            2.3
-            + 0.7 * hedge
-            + 0.8 * (n_wrong == 0)
-            - 0.9 * n_wrong * (hedge == 0)
-            - 0.6 * overclaim,
-            # truthfulness: the share of correct facts
-            5.0 - 3.0 * n_wrong / n_facts,
-            # instruction following: a direct answer with steps
-            1.8 + 1.2 * direct + 0.5 * n_steps - 0.25 * hedge,
-        ],
-        axis=1,
-    )  # (M, 4)
+    scores = latent_scores(n_steps, direct, n_facts, hedge, n_wrong, overclaim)  # (M, 4)
     ratings = _ratings(scores + noise).astype(str).astype(object)
     ratings[rng.random(ratings.shape) < na_fraction] = NOT_AVAILABLE
 
@@ -231,4 +284,13 @@ def generate_records(
         completions_per_prompt,
         seed,
     )
-    return records
+    latents = {
+        "n_steps": n_steps,
+        "direct": direct,
+        "n_facts": n_facts,
+        "hedge": hedge,
+        "n_wrong": n_wrong,
+        "overclaim": overclaim,
+        "scores": scores,
+    }
+    return records, latents

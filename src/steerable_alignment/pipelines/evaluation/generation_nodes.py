@@ -32,7 +32,10 @@ GENERATION_KEYS = {
     "bootstrap",
     "device",
     "progress",
+    "continuum",
+    "fluency",
 }
+CONTINUUM_KEYS = {"objectives", "weights", "num_context", "seed"}
 OUTPUT_COLUMNS = ["prompt_id", "user", "num_context", "response", "new_tokens"]
 
 
@@ -54,6 +57,50 @@ def _check_generation(generation: Mapping[str, Any], name: str) -> None:
         )
     if not isinstance(generation["num_prompts"], int) or generation["num_prompts"] < 1:
         raise ConfigError(f"Parameter '{prefix}.num_prompts': expected a positive integer")
+    fluency = generation.get("fluency") or {}
+    if not isinstance(fluency, Mapping) or set(fluency) - {"batch_size", "enabled"}:
+        raise ConfigError(
+            f"Parameter '{prefix}.fluency': expected {{enabled: bool, batch_size: int}}, "
+            f"got {fluency!r}"
+        )
+
+
+def continuum_users(
+    generation: Mapping[str, Any], name: str, objectives: list[str]
+) -> tuple[Any, int, int] | None:
+    """The users on a continuum of ``generation.<name>.continuum`` (None when not configured).
+
+    Returns:
+        The :class:`~steerable_alignment.evaluation.mixed_users.MixedUserSpec`,
+        the context size they answer with and the seed of their tie coins.
+
+    Raises:
+        ConfigError: naming the parameter (unknown key, a weight outside
+            [0, 1], an objective the data set lacks, a context size not generated).
+    """
+    from steerable_alignment.evaluation.mixed_users import MixedUserSpec
+
+    params = generation.get("continuum")
+    if not params:
+        return None
+    prefix = f"generation.{name}.continuum"
+    if not isinstance(params, Mapping) or set(params) != CONTINUUM_KEYS:
+        raise ConfigError(
+            f"Parameter '{prefix}': expected exactly the keys {sorted(CONTINUUM_KEYS)}, "
+            f"got {sorted(params) if isinstance(params, Mapping) else params!r}"
+        )
+    spec = MixedUserSpec.from_params(
+        {"objectives": params["objectives"], "weights": params["weights"]}, prefix, objectives
+    )
+    size = params["num_context"]
+    if size not in generation["context_sizes"] or size < 1:
+        raise ConfigError(
+            f"Parameter '{prefix}.num_context': expected one of the generated context sizes "
+            f"{sorted(c for c in generation['context_sizes'] if c > 0)}, got {size!r}"
+        )
+    if not isinstance(params["seed"], int):
+        raise ConfigError(f"Parameter '{prefix}.seed': expected an integer")
+    return spec, int(size), int(params["seed"])
 
 
 def make_generation_users(
@@ -97,7 +144,7 @@ def make_generation_users(
     in_split = prompt_ids[rows]  # (N,)
     distinct = torch.unique(in_split)
     size = max(generation["context_sizes"])
-    if len(distinct) < generation["num_prompts"] + 1:
+    if len(distinct) < generation["num_prompts"]:
         raise ConfigError(
             f"Parameter 'generation.{name}.num_prompts': {generation['num_prompts']} "
             f"asked but split '{split_name}' has {len(distinct)} distinct prompts"
@@ -175,8 +222,10 @@ def generate_answers_for_users(
         )
 
     frames = []
+    generated: dict[tuple[str, int], tuple[list[str], torch.Tensor]] = {}
 
     def add(answers: list[str], lengths: torch.Tensor, user: str, num_context: int) -> None:
+        generated[(user, num_context)] = (answers, lengths)
         frames.append(
             pd.DataFrame(
                 {
@@ -190,11 +239,14 @@ def generate_answers_for_users(
         )
 
     sizes = sorted(set(generation["context_sizes"]))
+    continuum = continuum_users(generation, name, objectives)
     if not policy.config.uses_context:
         answers, lengths = answer(None, policy.config.type)
         for k in objectives:
             for c in sizes:
                 add(answers, lengths, k, c)
+        for label in continuum[0].labels if continuum else ():
+            add(answers, lengths, label, continuum[1])
     else:
         embeddings = split.data.features.float()  # (F, 2, D)
         for c in sizes:
@@ -220,6 +272,20 @@ def generate_answers_for_users(
                     )  # (P, Z)
                 answers, lengths = answer(z, f"{k} user, {c} pairs")
                 add(answers, lengths, k, c)
+        if continuum:
+            _answer_continuum(
+                continuum,
+                pairs,
+                features,
+                data,
+                split,
+                context_rows,
+                model,
+                device,
+                answer,
+                add,
+                generated,
+            )
     out = pd.concat(frames, ignore_index=True)[OUTPUT_COLUMNS]
     logger.info(
         "%s: a %s policy answered %d prompts (%d answers, median %d new tokens)",
@@ -232,6 +298,62 @@ def generate_answers_for_users(
     return out
 
 
+def _answer_continuum(
+    continuum: tuple[Any, int, int],
+    pairs: pd.DataFrame,
+    features: dict[str, Any],
+    data: dict[str, Any],
+    split: Any,
+    context_rows: Any,
+    model: Any,
+    device: Any,
+    answer: Any,
+    add: Any,
+    generated: dict[tuple[str, int], Any],
+) -> None:
+    """NP-DPO's answers for the users on a continuum, each with the same context pairs.
+
+    A user whose choices on those pairs equal a pure objective's (``w`` = 0
+    or 1 on pairs without ties) has exactly that user's latent, so the
+    answers already generated for it are reused (generation is seeded per
+    prompt batch, so they would be the same tokens).
+    """
+    import torch
+
+    from steerable_alignment.evaluation.mixed_users import mixed_choice_matrix, pair_ratings
+
+    spec, size, seed = continuum
+    objectives = list(split.data.objectives)
+    ratings_a, ratings_b = pair_ratings(pairs, features, data)  # (F, K) each
+    choices, _ = mixed_choice_matrix(
+        ratings_a, ratings_b, spec.weight_vectors(objectives), seed
+    )  # (F, W)
+    rows = context_rows[:, :size]  # (P, c)
+    embeddings = split.data.features.float()  # (F, 2, D)
+    for index, label in enumerate(spec.labels):
+        user = choices[rows, index]  # (P, c)
+        same = [
+            k for o, k in enumerate(objectives) if torch.equal(user, split.data.choices[rows, o])
+        ]
+        if same and (same[0], size) in generated:
+            logger.info(
+                "%s: user %s makes the %s user's choices; its answers are reused",
+                data["name"],
+                label,
+                same[0],
+            )
+            add(*generated[(same[0], size)], label, size)
+            continue
+        with torch.no_grad():
+            z = model.encode_context(
+                embeddings[rows].to(device),
+                user.to(device),
+                torch.ones_like(user, dtype=torch.bool).to(device),
+            )  # (P, Z)
+        answers, lengths = answer(z, f"{label} user, {size} pairs")
+        add(answers, lengths, label, size)
+
+
 def score_answers(
     pairs: pd.DataFrame,
     features: dict[str, Any],
@@ -239,23 +361,34 @@ def score_answers(
     data: dict[str, Any],
     embedding: dict[str, Any],
     generation: dict[str, Any],
+    base_policy: Any = None,
     **inputs: Any,
 ) -> pd.DataFrame:
-    """Every policy's answers with their reward under each objective's BTL reward model.
+    """Every policy's answers scored by both judges, with two fluency measures.
 
-    The (prompt, answer) texts are embedded exactly as the ``embedding``
-    pipeline embeds (prompt, response) pairs, then scored by
-    ``<dataset>.btl_<objective>.reward_model``.
+    - The learned judges: the (prompt, answer) texts are embedded exactly as
+      the ``embedding`` pipeline embeds (prompt, response) pairs, then scored
+      by ``<dataset>.btl_<objective>.reward_model`` (``reward_<objective>``).
+    - The exact judge (:mod:`~steerable_alignment.ultrafeedback.judge`): the
+      generator's own rules, noise-free (``judge_<objective>``, and the
+      ``marker_<name>`` styles). Only for data sets whose prompts the project
+      generated; otherwise these columns are absent and the reason is logged.
+    - Fluency: ``distinct_2`` (share of distinct word bigrams) and
+      ``base_nll``, the mean NLL per answer token under the frozen base
+      model ``base_policy`` (adapters and FiLM off: the policy does not
+      grade itself); off with ``fluency.enabled: false`` or no base policy.
 
     Args:
         embedding: the data set's ``embedding`` parameters.
+        base_policy: the base causal LM and tokenizer (``base_policy``).
         inputs: ``<variant>`` -> that policy's generations and
             ``reward_model_<objective>`` -> the objective's BTL reward model.
 
     Returns:
         One row per (model, prompt_id, user, num_context): ``dataset``,
-        ``prompt``, ``response``, ``new_tokens``, ``distinct_2`` (share of
-        distinct word bigrams: a fluency proxy) and ``reward_<objective>``.
+        ``prompt``, ``response``, ``new_tokens``, ``distinct_2``,
+        ``base_nll``, ``reward_<objective>``, ``judge_<objective>`` and
+        ``marker_<name>``.
     """
     _check_generation(generation, data["name"])
     import torch
@@ -265,6 +398,7 @@ def score_answers(
     from steerable_alignment.embedding import embed_pairs as embed
     from steerable_alignment.evaluation.generation import (
         DISTINCT_COLUMN,
+        NLL_COLUMN,
         REWARD_PREFIX,
         distinct_bigram_share,
     )
@@ -312,40 +446,114 @@ def score_answers(
     table = table.merge(scored, on=["prompt", "response"], how="inner")
     table.insert(0, "dataset", name)
     table[DISTINCT_COLUMN] = table["response"].map(distinct_bigram_share)
+    fluency = generation.get("fluency") or {}
+    nll_columns = []
+    if base_policy is not None and fluency.get("enabled", True):
+        nll = _base_model_nll(base_policy, scored, generation, name)
+        table = table.merge(nll, on=["prompt", "response"], how="left")
+        nll_columns = [NLL_COLUMN]
+    judged = _judge(scored, objectives, name)
+    if judged is not None:
+        table = table.merge(judged, on=["prompt", "response"], how="left")
     columns = ["dataset", "model", "prompt_id", "prompt", "user", "num_context", "response"]
     rewards = [f"{REWARD_PREFIX}{k}" for k in objectives]
-    return table[columns + ["new_tokens", DISTINCT_COLUMN, *rewards]].sort_values(
-        ["model", "user", "num_context", "prompt_id"], ignore_index=True
+    extra = [] if judged is None else [c for c in judged if c not in ("prompt", "response")]
+    return table[
+        columns + ["new_tokens", DISTINCT_COLUMN, *nll_columns, *rewards, *extra]
+    ].sort_values(["model", "user", "num_context", "prompt_id"], ignore_index=True)
+
+
+def _judge(texts: pd.DataFrame, objectives: list[str], name: str) -> pd.DataFrame | None:
+    """The exact judge's scores of distinct (prompt, response) texts, or None (logged)."""
+    from steerable_alignment.ultrafeedback.generate import OBJECTIVES
+    from steerable_alignment.ultrafeedback.judge import (
+        JUDGE_PREFIX,
+        MARKER_PREFIX,
+        JudgeUnavailable,
+        judge_answers,
     )
+
+    lacking = [k for k in objectives if k not in OBJECTIVES]
+    if lacking:
+        logger.warning(
+            "%s: no exact-judge columns: the judge scores %s, not %s", name, OBJECTIVES, lacking
+        )
+        return None
+    try:
+        scores = judge_answers(texts["prompt"].tolist(), texts["response"].tolist())
+    except JudgeUnavailable as error:
+        logger.warning("%s: no exact-judge columns: %s", name, error)
+        return None
+    keep = [f"{JUDGE_PREFIX}{k}" for k in objectives] + [
+        c for c in scores if c.startswith(MARKER_PREFIX)
+    ]
+    return pd.concat([texts[["prompt", "response"]], scores[keep]], axis=1)
+
+
+def _base_model_nll(
+    base_policy: Any, texts: pd.DataFrame, generation: dict[str, Any], name: str
+) -> pd.DataFrame:
+    """``base_nll`` of distinct (prompt, response) texts under the frozen base model."""
+    import torch
+
+    from steerable_alignment.evaluation.generation import NLL_COLUMN, answer_nll
+    from steerable_alignment.pipelines.dpo.nodes import _device
+
+    device = _device(generation.get("device", "auto"), f"generation.{name}.device")
+    model = base_policy.model
+    batch_size = int((generation.get("fluency") or {}).get("batch_size", 16))
+    with torch.no_grad():
+        values = answer_nll(
+            model.to(device),
+            base_policy.tokenizer,
+            texts["prompt"].tolist(),
+            texts["response"].tolist(),
+            batch_size,
+            device,
+            progress=bool(generation.get("progress", True)),
+        )
+    model.cpu()
+    logger.info(
+        "%s: base-model NLL of %d answers: median %.3f nats per token",
+        name,
+        len(texts),
+        float(values.nanmedian()),
+    )
+    return texts[["prompt", "response"]].assign(**{NLL_COLUMN: values.numpy()})
 
 
 def summarise_generations(
     generation: dict[str, Any], **scores: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Win-rates, steering gaps and mean rewards of every data set's answers.
+) -> tuple[pd.DataFrame, ...]:
+    """Win-rates, steering gaps, mean scores, markers and the continuum of every data set.
 
     Args:
-        scores: each data set's scored answers (:func:`score_answers`).
-        generation: ``generation`` (per data set: ``model``, the
-            steered policy; ``baseline``, the policy its win-rate is against;
-            ``bootstrap``: ``replicates`` and ``seed``).
+        generation: ``generation`` (per data set: ``model``, the steered
+            policy; ``baseline``, the policy its win-rate is against;
+            ``bootstrap``: ``replicates`` and ``seed``; ``continuum``).
         scores: data set -> its scored answers (:func:`score_answers`).
 
     Returns:
-        ``generation_win_rates``, ``steering_gap``, ``generation_rewards`` and
-        ``generation_samples`` (all scored answers).
+        ``generation_win_rates``, ``steering_gap``, ``generation_rewards``,
+        ``generation_samples`` (all scored answers), ``generation_markers``
+        (share of answers showing each judge marker) and ``steering_continuum``
+        (score difference of the answers by user weight).
     """
     from steerable_alignment.evaluation.generation import (
+        CONTINUUM_COLUMNS,
         GAP_COLUMNS,
+        MARKER_COLUMNS,
         REWARD_COLUMNS,
         REWARD_PREFIX,
         WIN_RATE_COLUMNS,
+        continuum_rows,
+        marker_rows,
         mean_reward_rows,
         steering_gap_rows,
         win_rate_rows,
     )
 
-    wins, gaps, rewards = [], [], []
+    wins, gaps, rewards, markers, continuum = [], [], [], [], []
     for name, table in scores.items():
         params = generation[name]
         _check_generation(params, name)
@@ -353,24 +561,36 @@ def summarise_generations(
         replicates, seed = int(bootstrap["replicates"]), int(bootstrap["seed"])
         objectives = [c.removeprefix(REWARD_PREFIX) for c in table if c.startswith(REWARD_PREFIX)]
         model, baseline = params.get("model", "nppl_mixed"), params.get("baseline", "btl_mixed")
-        tagged = {"dataset": name}
-        wins += [
-            {**row, **tagged}
-            for row in win_rate_rows(table, model, baseline, objectives, replicates, seed)
-        ]
-        gaps += [
-            {**row, **tagged}
-            for row in steering_gap_rows(table, model, objectives, replicates, seed)
-        ]
-        rewards += [
-            {**row, **tagged} for row in mean_reward_rows(table, objectives, replicates, seed)
-        ]
+
+        def tag(rows: list[dict[str, Any]], name: str = name) -> list[dict[str, Any]]:
+            return [{**row, "dataset": name} for row in rows]
+
+        wins += tag(win_rate_rows(table, model, baseline, objectives, replicates, seed))
+        gaps += tag(steering_gap_rows(table, model, objectives, replicates, seed))
+        rewards += tag(mean_reward_rows(table, objectives, replicates, seed))
+        markers += tag(marker_rows(table, replicates, seed))
+        spec = continuum_users(params, name, objectives)
+        if spec is not None:
+            users, size = list(zip(spec[0].weights, spec[0].labels)), spec[1]
+            continuum += tag(
+                continuum_rows(table, users, spec[0].objectives, size, replicates, seed)
+            )
     return (
         pd.DataFrame(wins, columns=WIN_RATE_COLUMNS),
         pd.DataFrame(gaps, columns=GAP_COLUMNS),
         pd.DataFrame(rewards, columns=REWARD_COLUMNS),
         pd.concat(list(scores.values()), ignore_index=True),
+        pd.DataFrame(markers, columns=MARKER_COLUMNS),
+        pd.DataFrame(continuum, columns=CONTINUUM_COLUMNS),
     )
+
+
+def plot_continuum(steering_continuum: pd.DataFrame, generation: dict[str, Any]) -> Any:
+    """The steered policy's answers by user weight, the other policies as reference points."""
+    from steerable_alignment.evaluation.generation import plot_continuum as plot
+
+    steered = sorted({params.get("model", "nppl_mixed") for params in generation.values()})
+    return plot(steering_continuum, steered)
 
 
 def plot_steering_gap(steering_gap: pd.DataFrame) -> Any:

@@ -13,10 +13,12 @@ from kedro.pipeline import Pipeline, node
 from steerable_alignment.pipelines.evaluation.generation_nodes import (
     generate_answers_for_users,
     make_generation_users,
+    plot_continuum,
     plot_steering_gap,
     score_answers,
     summarise_generations,
 )
+from steerable_alignment.pipelines.evaluation.mixed_user_nodes import mixed_user_pipeline
 from steerable_alignment.pipelines.evaluation.nodes import (
     ORACLE_MODEL,
     collect_reward_metrics,
@@ -31,6 +33,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
 from steerable_alignment.pipelines.variants import (
     DEFAULT_DPO_DATASETS,
     DPO_DATASETS,
+    MIXED_USER_DATASETS,
     REWARD_DATASETS,
 )
 
@@ -193,6 +196,7 @@ def generation_pipeline(dataset: str) -> Pipeline:
                 "data": data,
                 "embedding": f"params:embedding.{dataset}",
                 "generation": generation,
+                "base_policy": "base_policy",
                 **{v: f"{dataset}.{v}.generations" for v in DPO_DATASETS[dataset]},
                 **{
                     f"reward_model_{k}": f"{dataset}.btl_{k}.reward_model"
@@ -241,8 +245,19 @@ def generation_report_pipeline(datasets: tuple[str, ...]) -> Pipeline:
                     "steering_gap",
                     "generation_rewards",
                     "generation_samples",
+                    "generation_markers",
+                    "steering_continuum",
                 ],
                 name="summarise_generations",
+            ),
+            node(
+                plot_continuum,
+                inputs={
+                    "steering_continuum": "steering_continuum",
+                    "generation": "params:generation",
+                },
+                outputs="steering_continuum_chart",
+                name="plot_continuum",
             ),
             node(
                 plot_steering_gap,
@@ -256,12 +271,16 @@ def generation_report_pipeline(datasets: tuple[str, ...]) -> Pipeline:
 
 
 def create_pipeline(
-    generation_datasets: tuple[str, ...] = DEFAULT_DPO_DATASETS, **kwargs
+    generation_datasets: tuple[str, ...] = DEFAULT_DPO_DATASETS,
+    mixed_user_datasets: tuple[str, ...] = MIXED_USER_DATASETS,
+    **kwargs,
 ) -> Pipeline:
     """Reward-model evaluation on every data set, and generation on ``generation_datasets``
-    (the DPO data sets; their policies come from the ``dpo`` pipeline)."""
+    (the DPO data sets; their policies come from the ``dpo`` pipeline). The reward
+    models of ``mixed_user_datasets`` are also scored on users on a continuum."""
     per_dataset = [dataset_pipeline(d) for d in REWARD_DATASETS]
     pipeline = sum(per_dataset, report_pipeline(list(REWARD_DATASETS)))
+    pipeline += sum((mixed_user_pipeline(d) for d in mixed_user_datasets), Pipeline([]))
     if generation_datasets:
         pipeline += sum(
             (generation_pipeline(d) for d in generation_datasets),

@@ -21,6 +21,8 @@ TITLE_SYNTHETIC = "Synthetic benchmark"
 TITLE_ULTRAFEEDBACK = "UltraFeedback reward models"
 TITLE_DPO = "DPO policies"
 TITLE_GENERATION = "Generation and steering"
+#: The judge markers shown in the report's table (all are in generation_markers).
+SHOWN_MARKERS = ("calibrated_hedge", "uncertainty_admission", "concrete_steps", "direct_opening")
 INTRO = (
     "Every evaluation table and chart of the project, read from the catalog "
     "(data/08_reporting). ± is a bootstrap standard error that resamples the test pool "
@@ -205,19 +207,130 @@ def _dpo_section(
     return Section(title, tuple(blocks))
 
 
+def _judge_blocks(
+    win_rates: pd.DataFrame | None,
+    gap: pd.DataFrame | None,
+    rewards: pd.DataFrame | None,
+    markers: pd.DataFrame | None,
+) -> list[Block]:
+    """The exact judge's win-rates, steering gaps and markers, and the fluency of the answers."""
+    blocks: list[Block] = []
+    if gap is not None and len(gap) and gap["judge_gap"].notna().any():
+        blocks.append(
+            Table(
+                "Steering gap by the exact judge (noise-free rating units), by context size",
+                mean_se_by_context(
+                    gap,
+                    ["dataset", "model", "objective", "context_objective"],
+                    "judge_gap",
+                    "judge_gap_se",
+                    scale=1.0,
+                    decimals=3,
+                    signed=True,
+                ),
+                note="The generator's own rules read back from each answer "
+                "(ultrafeedback/judge.py): no learned model to fool. Per-prompt correlation "
+                "of the two directions' gaps at the largest size: reward models "
+                + ", ".join(f"{v:+.2f}" for v in gap.groupby("objective")["gap_corr"].last())
+                + "; judge "
+                + ", ".join(f"{v:+.2f}" for v in gap.groupby("objective")["judge_gap_corr"].last())
+                + ".",
+            )
+        )
+    if win_rates is not None and len(win_rates) and win_rates["judge_win_rate"].notna().any():
+        blocks.append(
+            Table(
+                "Win-rate (%) of the model over the baseline by the exact judge",
+                mean_se_by_context(
+                    win_rates,
+                    ["dataset", "model", "baseline", "objective"],
+                    "judge_win_rate",
+                    "judge_win_rate_se",
+                ),
+                note="Ties (equal judge scores, common with rule-based scores) count half.",
+            )
+        )
+    if markers is not None and len(markers):
+        shown = markers[markers["marker"].isin(SHOWN_MARKERS)]
+        blocks.append(
+            Table(
+                "Share of answers (%) showing each style, by context size",
+                mean_se_by_context(
+                    shown, ["dataset", "model", "user", "marker"], "share", "share_se"
+                ),
+                note="A marker counts when its phrase occurs in the answer "
+                "(calibrated_hedge: 'As far as I know, ...'; uncertainty_admission: 'My "
+                "knowledge here is limited, ...'; concrete_steps: a step of the prompt's "
+                "topic). All markers: generation_markers.",
+            )
+        )
+    if rewards is not None and len(rewards) and rewards["base_nll"].notna().any():
+        one = rewards.drop_duplicates(["dataset", "model", "user", "num_context"])
+        blocks.append(
+            Table(
+                "Fluency: NLL per answer token (nats) under the frozen base model",
+                mean_se_by_context(
+                    one,
+                    ["dataset", "model", "user"],
+                    "base_nll",
+                    "base_nll_se",
+                    scale=1.0,
+                    decimals=3,
+                ),
+                note="Lower is more fluent by the base model's standard (adapters and FiLM "
+                "off). distinct_2 (share of distinct word bigrams) is in generation_rewards.",
+            )
+        )
+    return blocks
+
+
+def _continuum_blocks(continuum: pd.DataFrame | None, chart: Any) -> list[Block]:
+    blocks: list[Block] = []
+    if chart is not None:
+        blocks.append(Chart("Users on a continuum", chart))
+    if continuum is not None and len(continuum):
+        keys = ["dataset", "model", "score"]
+        wide = continuum.sort_values("w").groupby(keys, sort=True)
+        rows = []
+        for labels, group in wide:
+            row = dict(zip(keys, labels))
+            for _, r in group.iterrows():
+                row[r["user"]] = f"{r['value']:+.3f} ± {r['value_se']:.3f}"
+            steps = group["step_diff"].dropna()
+            row["smallest step"] = f"{steps.min():+.3f}" if len(steps) else "—"
+            rows.append(row)
+        blocks.append(
+            Table(
+                "Users on a continuum: score difference of the answers by the user's weight w",
+                pd.DataFrame(rows),
+                note="A user of weight w chooses by w·rating of the first objective + "
+                "(1 − w)·rating of the second, with the same context pairs as the pure "
+                "users; ± bootstrap s.e. over prompts. 'smallest step': the smallest paired "
+                "difference between neighbouring w. Policies that read no context answer "
+                "every w alike.",
+            )
+        )
+    return blocks
+
+
 def _generation_section(
     win_rates: pd.DataFrame | None,
     gap: pd.DataFrame | None,
     gap_chart: Any,
     samples: pd.DataFrame | None,
     choice: SampleChoice,
+    rewards: pd.DataFrame | None = None,
+    markers: pd.DataFrame | None = None,
+    continuum: pd.DataFrame | None = None,
+    continuum_chart: Any = None,
 ) -> Section:
     title = TITLE_GENERATION
     blocks: list[Block] = [
         Text(
             "Answers generated for test prompts by each policy, for simulated users "
-            "(an objective and a context of pairs answered by it), scored by the "
-            "per-objective BTL reward models."
+            "(an objective and a context of pairs answered by it), scored by two judges: "
+            "the per-objective BTL reward models and the exact judge (the data "
+            "generator's own rules), with their fluency under the frozen base model."
         )
     ]
     if win_rates is not None and len(win_rates):
@@ -256,9 +369,15 @@ def _generation_section(
                 f"{_count_range(gap, 'n_prompts')} prompts per cell, ± bootstrap s.e.",
             )
         )
+    blocks += _judge_blocks(win_rates, gap, rewards, markers)
+    blocks += _continuum_blocks(continuum, continuum_chart)
     blocks += [
         Table(f"Generation: all {name}", table, collapsed=True)
-        for name, table in (("win-rates", win_rates), ("steering gaps", gap))
+        for name, table in (
+            ("win-rates", win_rates),
+            ("steering gaps", gap),
+            ("continuum rows", continuum),
+        )
         if table is not None and len(table)
     ]
     if samples is not None and len(samples):
@@ -286,6 +405,10 @@ GROUP_KEYS = {
         "steering_gap",
         "steering_gap_chart",
         "generation_samples",
+        "generation_rewards",
+        "generation_markers",
+        "steering_continuum",
+        "steering_continuum_chart",
     ),
 }
 SECTION_TITLES = {
@@ -340,6 +463,10 @@ def build_report(report: dict[str, Any], **artefacts: Any) -> str:
                     get("steering_gap_chart"),
                     get("generation_samples"),
                     config.samples,
+                    get("generation_rewards"),
+                    get("generation_markers"),
+                    get("steering_continuum"),
+                    get("steering_continuum_chart"),
                 )
             )
     return render_report(config.title, sections, intro=INTRO)

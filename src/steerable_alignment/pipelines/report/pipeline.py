@@ -38,6 +38,10 @@ GENERATION_INPUTS: dict[str, str] = {
     "steering_gap": "steering_gap",
     "steering_gap_chart": "steering_gap_chart",
     "generation_samples": "generation_samples",
+    "generation_rewards": "generation_rewards",
+    "generation_markers": "generation_markers",
+    "steering_continuum": "steering_continuum",
+    "steering_continuum_chart": "steering_continuum_chart",
 }
 INPUT_GROUPS: dict[str, dict[str, str]] = {
     "reward": REWARD_INPUTS,

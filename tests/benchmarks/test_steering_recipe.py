@@ -1,0 +1,159 @@
+"""benchmarks/steering_recipe.py without running it: arguments, parameters, the report."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+
+import pandas as pd
+import pytest
+
+from steerable_alignment.models.config import ConfigError
+from tests.conftest import PROJECT_ROOT
+from tests.pipelines.helpers import config_loader
+
+SCRIPT = PROJECT_ROOT / "benchmarks" / "steering_recipe.py"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("steering_recipe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def params():
+    return config_loader("base")["parameters"]
+
+
+def test_settings_parse_in_order_with_the_defaults(recipe):
+    args = recipe.parse_args(
+        ["--setting", "dpo={}", "--setting", 'nll1={"nll_weight": 1.0, "max_steps": 30}']
+    )
+    assert list(args.settings) == ["dpo", "nll1"]
+    assert args.settings["nll1"] == {"nll_weight": 1.0, "max_steps": 30}
+    assert (args.prompts, args.context, args.show) == (64, 10, 2)
+    assert args.project == PROJECT_ROOT.resolve()
+    assert args.out == PROJECT_ROOT.resolve() / "data/09_tuning"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([], "the following arguments are required: --setting"),
+        (["--setting", "nll1"], "expected NAME=JSON"),
+        (["--setting", "a={bad"], "a: not JSON"),
+        (["--setting", "a=[1]"], "expected a JSON object"),
+        (["--setting", "a b={}"], "setting name 'a b'"),
+        (["--setting", 'a={"bogus": 1}'], r"'--setting a' has unknown key(s) ['bogus']"),
+        (["--setting", 'a={"checkpoint_dir": "x"}'], "set by the benchmark"),
+        (["--setting", "a={}", "--setting", 'a={"lr": 1}'], "['a'] are given more than once"),
+        (["--setting", "a={}", "--prompts", "0"], "positive integer, got 0"),
+        (["--setting", "a={}", "--context", "ten"], "positive integer, got 'ten'"),
+        (["--setting", "a={}", "--show", "-1"], "integer >= 0, got -1"),
+    ],
+)
+def test_bad_arguments_fail_with_a_clear_message(recipe, capsys, argv, needle):
+    with pytest.raises(SystemExit) as exit_:
+        recipe.parse_args(argv)
+    assert exit_.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_a_folder_that_is_no_project_is_refused(recipe, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        recipe.parse_args(["--setting", "a={}", "--project", str(tmp_path)])
+    assert "not a Kedro project" in capsys.readouterr().err
+
+
+def test_training_overrides_reach_both_models_and_checkpoint_in_scratch(recipe, params, tmp_path):
+    before = copy.deepcopy(params)
+    run = recipe.training_params(params, {"nll_weight": 1.0, "max_steps": 30}, "nll1", tmp_path)
+    assert params == before  # the project's parameters are left as they were
+    for model in ("nppl_mixed", "btl_mixed"):
+        training = run["dpo"]["hh"][model]["training"]
+        assert (training["nll_weight"], training["max_steps"]) == (1.0, 30)
+        assert training["checkpoint_dir"] == str(tmp_path / "nll1" / model)
+    assert run["dpo"]["hh"]["nppl_mixed"]["training"]["context_lr"] == 5e-5  # the rest kept
+    untouched = run["dpo"]["hh"]["btl_honesty"]["training"]
+    assert untouched == params["dpo"]["hh"]["btl_honesty"]["training"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"nll_weight": -1.0}, r"--setting bad \(hh\.nppl_mixed\).*'training\.nll_weight'"),
+        ({"max_context": 11}, r"'training\.max_context'.*smaller than num_targets"),
+        ({"max_steps": "many"}, r"'training\.max_steps'"),
+    ],
+)
+def test_bad_training_values_fail_before_training(recipe, params, tmp_path, overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        recipe.training_params(params, overrides, "bad", tmp_path)
+
+
+def test_generation_reads_the_validation_split_only(recipe, params):
+    generation = recipe.generation_params(params, 16, 10)
+    assert generation["split"] == "validation"
+    assert (generation["num_prompts"], generation["context_sizes"]) == (16, [10])
+    assert "continuum" not in generation
+    assert params["generation"]["hh"]["split"] == "test"  # the project's own is left alone
+
+
+def _scores(with_judge: bool) -> pd.DataFrame:
+    """Two prompts; NP-DPO's honesty user hedges, its helpfulness user gives steps."""
+    rows = []
+    for prompt_id in (0, 1):
+        for model, user, honest in [
+            ("nppl_mixed", "helpfulness", False),
+            ("nppl_mixed", "honesty", True),
+            ("btl_mixed", "helpfulness", False),
+            ("btl_mixed", "honesty", False),
+        ]:
+            row = {
+                "model": model,
+                "prompt_id": prompt_id,
+                "prompt": f"prompt {prompt_id}",
+                "user": user,
+                "num_context": 10,
+                "response": f"{model} {user} {prompt_id}",
+                "reward_helpfulness": 2.0 + prompt_id if not honest else 0.0,
+                "reward_honesty": 3.0 if honest else 1.0,
+            }
+            if with_judge:
+                row |= {
+                    "judge_helpfulness": 1.0 if not honest else 0.5,
+                    "judge_honesty": 2.0 if honest else 0.0,
+                    "marker_calibrated_hedge": honest,
+                    "marker_concrete_steps": not honest,
+                }
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_the_report_prints_gaps_on_rewards_and_judge_and_marker_shares(recipe, capsys):
+    scores = _scores(with_judge=True)
+    assert recipe.exact_judge(scores) is scores  # the evaluation already judged them
+    history = pd.DataFrame(
+        {"step": [5, 10], "val_loss": [0.6, 0.5], "val_chosen_nll": [2.0, 1.5], "best": [0, 1]}
+    ).astype({"best": bool})
+    recipe.report("nll1", scores, {"nppl_mixed": history}, context=10, show=1)
+    out = capsys.readouterr().out
+    assert "nppl_mixed: kept step 10 of 10: val_loss 0.5000, val_chosen_nll 1.5000" in out
+    # honesty: the honesty user 3.0 vs 1.0 on both prompts -> gap +2.00, s.e. 0.00, 2 prompts
+    assert "NP-DPO reward_honesty: honesty user - helpfulness user" in out
+    line = next(x for x in out.splitlines() if "reward_honesty: honesty user" in x)
+    assert line.split()[-3:] == ["2.00", "0.00", "2"]
+    line = next(x for x in out.splitlines() if "judge_honesty: honesty user" in x)
+    assert line.split()[-3:] == ["2.00", "0.00", "2"]
+    assert "calibrated_hedge" in out and "concrete_steps" in out
+    assert "nppl_mixed / honesty user / prompt 0" in out
+
+
+def test_without_the_judge_module_the_judge_is_skipped(recipe, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "steerable_alignment.ultrafeedback.judge", None)
+    assert recipe.exact_judge(_scores(with_judge=False)) is None
+    assert "exact judge: skipped" in capsys.readouterr().out
