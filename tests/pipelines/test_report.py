@@ -47,6 +47,7 @@ def test_every_group_becomes_a_section_with_its_charts_and_tables(full_report):
     assert charts == [
         "chart-accuracy-vs-context-size",
         "chart-hh-accuracy-vs-context-size",
+        "chart-hh-users-on-a-continuum",
         "chart-hht-accuracy-vs-context-size",
         "chart-implicit-reward-accuracy-vs-context-size",
         "chart-steering-gap-vs-context-size",
@@ -64,6 +65,7 @@ def test_every_group_becomes_a_section_with_its_charts_and_tables(full_report):
         "Win-rate (%) of the model over the baseline by the exact judge",
         "Share of answers (%) showing each style, by context size",
         "Fluency: NLL per answer token (nats) under the frozen base model",
+        "hh: test accuracy (%) of users on a continuum",
         "Users on a continuum: score difference of the answers by the user&#x27;s weight w",
     ):
         assert f"<h3>{title}</h3>" in page, title
@@ -115,7 +117,7 @@ def test_a_group_left_out_says_so_in_its_section():
     dpo = page.split('<section id="section-dpo-policies">')[1]
     assert "the report pipeline was built without its &#x27;dpo&#x27; inputs" in dpo
     assert "without its &#x27;generation&#x27; inputs" in page
-    assert page.count(f'class="{CHART_CLASS}"') == 3
+    assert page.count(f'class="{CHART_CLASS}"') == 4  # synthetic, hh, hh continuum, hht
 
 
 def test_the_node_refuses_unknown_inputs_and_parameters():

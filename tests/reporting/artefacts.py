@@ -15,6 +15,7 @@ from steerable_alignment.evaluation.generation import (
     REWARD_COLUMNS,
     WIN_RATE_COLUMNS,
 )
+from steerable_alignment.pipelines.evaluation.mixed_user_nodes import MIXED_USER_COLUMNS
 from steerable_alignment.pipelines.evaluation.nodes import COMPARISON_COLUMNS, METRIC_COLUMNS
 
 SIZES = (0, 3, 10)
@@ -138,6 +139,17 @@ def generation_tables() -> dict[str, Any]:
     }
 
 
+def mixed_user_metrics() -> pd.DataFrame:
+    rows = [
+        ("hh", model, f"w={w:g}", w, "honesty", "helpfulness", n, 0.7 + 0.01 * n, 0.02, 0.01)
+        + (0.6, 0.02, 0.01, 0.03, 0.4 if w == 0.5 else 0.0, 200, 50)
+        for model in ("btl_mixed", "nppl_mixed")
+        for w in (0.0, 0.5, 1.0)
+        for n in SIZES
+    ]
+    return pd.DataFrame(rows, columns=MIXED_USER_COLUMNS)
+
+
 def report_inputs() -> dict[str, Any]:
     """Every ``build_report`` argument but ``report``, keyed by argument name."""
     reward_metrics = pd.concat(
@@ -158,6 +170,8 @@ def report_inputs() -> dict[str, Any]:
         "synthetic_accuracy_chart": line_chart("synthetic accuracy", panels=3),
         "hh_accuracy_chart": line_chart("hh accuracy", panels=3),
         "hht_accuracy_chart": line_chart("hht accuracy", panels=4).to_dict(),
+        "hh_mixed_user_metrics": mixed_user_metrics(),
+        "hh_mixed_user_chart": line_chart("mixed users", panels=2),
         "dpo_metrics": metrics("hh", ("btl_mixed", "nppl_mixed"), ("helpfulness", "honesty")),
         "dpo_comparisons": comparisons("hh", "nppl_mixed", "btl_mixed"),
         "dpo_accuracy_chart": line_chart("dpo accuracy"),

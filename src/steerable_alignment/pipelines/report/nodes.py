@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from steerable_alignment.models.config import ConfigError, check_known_keys, config_from_params
-from steerable_alignment.pipelines.variants import REWARD_DATASETS
+from steerable_alignment.pipelines.variants import MIXED_USER_DATASETS, REWARD_DATASETS
 from steerable_alignment.reporting.html import Block, Chart, Section, Table, Text, render_report
 from steerable_alignment.reporting.samples import SampleChoice, sample_blocks
 from steerable_alignment.reporting.tables import mean_se_by_context
@@ -154,7 +154,10 @@ def _synthetic_section(
 
 
 def _ultrafeedback_section(
-    metrics: pd.DataFrame | None, comparisons: pd.DataFrame | None, charts: dict[str, Any]
+    metrics: pd.DataFrame | None,
+    comparisons: pd.DataFrame | None,
+    charts: dict[str, Any],
+    mixed: dict[str, tuple[pd.DataFrame | None, Any]] | None = None,
 ) -> Section:
     title = TITLE_ULTRAFEEDBACK
     datasets = [d for d in REWARD_DATASETS if d != SYNTHETIC]
@@ -183,6 +186,23 @@ def _ultrafeedback_section(
         if comparisons is not None:
             rows = comparisons[comparisons["dataset"] == dataset]
             blocks += _comparison_table(rows, [], prefix=f"{dataset}: ")
+        table, chart = (mixed or {}).get(dataset, (None, None))
+        if chart is not None:
+            blocks.append(Chart(f"{dataset}: users on a continuum", chart))
+        if table is not None and len(table):
+            blocks.append(
+                Table(
+                    f"{dataset}: test accuracy (%) of users on a continuum",
+                    mean_se_by_context(
+                        table, ["model", "user"], "accuracy", "accuracy_se_bootstrap"
+                    ),
+                    note="A user of weight w chooses by w·rating of "
+                    f"{table['first_objective'].iloc[0]} + (1 − w)·rating of "
+                    f"{table['second_objective'].iloc[0]} (ties: a seeded coin, "
+                    "unpredictable). The models were trained on pure users only: a "
+                    "generalisation test (docs/evaluation.md).",
+                )
+            )
     blocks += _raw_tables("UltraFeedback", metrics, comparisons)
     return Section(title, tuple(blocks))
 
@@ -398,7 +418,8 @@ def _generation_section(
 #: Argument names of each input group (pipelines/report/pipeline.py wires them).
 GROUP_KEYS = {
     "reward": ("reward_metrics", "reward_comparisons")
-    + tuple(f"{d}_accuracy_chart" for d in REWARD_DATASETS),
+    + tuple(f"{d}_accuracy_chart" for d in REWARD_DATASETS)
+    + tuple(f"{d}_mixed_user_{kind}" for d in MIXED_USER_DATASETS for kind in ("metrics", "chart")),
     "dpo": ("dpo_metrics", "dpo_comparisons", "dpo_accuracy_chart"),
     "generation": (
         "generation_win_rates",
@@ -450,7 +471,11 @@ def build_report(report: dict[str, Any], **artefacts: Any) -> str:
             charts = {d: get(f"{d}_accuracy_chart") for d in REWARD_DATASETS}
             metrics, comparisons = get("reward_metrics"), get("reward_comparisons")
             sections.append(_synthetic_section(metrics, comparisons, charts[SYNTHETIC]))
-            sections.append(_ultrafeedback_section(metrics, comparisons, charts))
+            mixed = {
+                d: (get(f"{d}_mixed_user_metrics"), get(f"{d}_mixed_user_chart"))
+                for d in MIXED_USER_DATASETS
+            }
+            sections.append(_ultrafeedback_section(metrics, comparisons, charts, mixed))
         elif group == "dpo":
             sections.append(
                 _dpo_section(get("dpo_metrics"), get("dpo_comparisons"), get("dpo_accuracy_chart"))

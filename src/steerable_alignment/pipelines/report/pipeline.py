@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from kedro.pipeline import Pipeline, node
 
 from steerable_alignment.pipelines.report.nodes import build_report
-from steerable_alignment.pipelines.variants import REWARD_DATASETS
+from steerable_alignment.pipelines.variants import MIXED_USER_DATASETS, REWARD_DATASETS
 
 #: Argument name of ``build_report`` -> catalog entry, per input group.
 #: ``evaluation`` pipeline: reward-model tables and one chart per data set.
@@ -25,6 +25,8 @@ REWARD_INPUTS: dict[str, str] = {
     "reward_metrics": "reward_metrics",
     "reward_comparisons": "reward_comparisons",
     **{f"{d}_accuracy_chart": f"{d}.accuracy_chart" for d in REWARD_DATASETS},
+    **{f"{d}_mixed_user_metrics": f"{d}_mixed_user_metrics" for d in MIXED_USER_DATASETS},
+    **{f"{d}_mixed_user_chart": f"{d}.mixed_user_chart" for d in MIXED_USER_DATASETS},
 }
 #: ``dpo`` pipeline: the policies' implicit-reward tables and chart.
 DPO_INPUTS: dict[str, str] = {
