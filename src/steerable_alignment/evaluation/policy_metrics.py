@@ -355,6 +355,43 @@ def policy_pair_logps(
 
 
 @torch.no_grad()
+def episode_pair_logps(
+    policy: PolicyModel,
+    data: PolicyData,
+    episodes: EvaluationEpisodes,
+    num_context: int,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """(E, T, 2) policy log-probs of both responses of every scored target of fixed episodes.
+
+    A context of ``num_context`` pairs (the episode's first slots, never a
+    target) conditions NP-DPO; policies that read no context, and NP-DPO
+    with an empty context (one latent for every user), score each distinct
+    target pair once. The caller sets eval mode.
+    """
+    targets = episodes.rows[:, episodes.max_context :]  # (E, T)
+    num_episodes, num_targets = targets.shape
+    uses_context = policy.config.uses_context
+    if not uses_context or num_context == 0:
+        unique, inverse = torch.unique(targets, return_inverse=True)  # (U,), (E, T)
+        z = None
+        if uses_context:
+            empty = torch.zeros(1, 0, dtype=torch.long)
+            z0 = context_latents(policy, data, empty, empty, empty.bool(), device)  # (1, Z)
+            z = z0.expand(len(unique), -1)  # (U, Z)
+        return policy_pair_logps(policy, data, unique, z, batch_size, device)[inverse]
+    context_rows = episodes.rows[:, :num_context]  # (E, n)
+    objective = episodes.objective.unsqueeze(1)  # (E, 1)
+    context_choices = data.choices[context_rows, objective]  # (E, n)
+    mask = torch.ones_like(context_rows, dtype=torch.bool)  # (E, n)
+    z = context_latents(policy, data, context_rows, context_choices, mask, device)
+    z = z.repeat_interleave(num_targets, 0)  # (E·T, Z)
+    logps = policy_pair_logps(policy, data, targets.flatten(), z, batch_size, device)
+    return logps.reshape(num_episodes, num_targets, 2)  # (E, T, 2)
+
+
+@torch.no_grad()
 def predict_policy_episodes(
     policy: PolicyModel,
     data: PolicyData,
@@ -383,26 +420,9 @@ def predict_policy_episodes(
     was_training = policy.training
     policy.eval()
     try:
+        logps = episode_pair_logps(policy, data, episodes, num_context, batch_size, device)
         targets = episodes.rows[:, episodes.max_context :]  # (E, T)
         num_episodes, num_targets = targets.shape
-        uses_context = policy.config.uses_context
-        if not uses_context or num_context == 0:
-            unique, inverse = torch.unique(targets, return_inverse=True)  # (U,), (E, T)
-            z = None
-            if uses_context:
-                empty = torch.zeros(1, 0, dtype=torch.long)
-                z0 = context_latents(policy, data, empty, empty, empty.bool(), device)  # (1, Z)
-                z = z0.expand(len(unique), -1)  # (U, Z)
-            logps = policy_pair_logps(policy, data, unique, z, batch_size, device)[inverse]
-        else:
-            context_rows = episodes.rows[:, :num_context]  # (E, n)
-            objective = episodes.objective.unsqueeze(1)  # (E, 1)
-            context_choices = data.choices[context_rows, objective]  # (E, n)
-            mask = torch.ones_like(context_rows, dtype=torch.bool)  # (E, n)
-            z = context_latents(policy, data, context_rows, context_choices, mask, device)
-            z = z.repeat_interleave(num_targets, 0)  # (E·T, Z)
-            logps = policy_pair_logps(policy, data, targets.flatten(), z, batch_size, device)
-            logps = logps.reshape(num_episodes, num_targets, 2)  # (E, T, 2)
         flat = targets.flatten()
         ref = torch.stack(
             [

@@ -60,8 +60,8 @@ from steerable_alignment.evaluation.policy_metrics import (
     ReferenceLogps,
     context_latents,
     episode_choices,
+    episode_pair_logps,
     pair_sequences,
-    policy_pair_logps,
 )
 from steerable_alignment.models.config import ConfigError, config_from_params
 from steerable_alignment.policy.checkpoint import check_base_model, save_trainable
@@ -436,35 +436,12 @@ def _episode_pair_logps(
     batch_size: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """(E, T, 2) policy log-probs of both responses of every scored target.
-
-    The forward passes of
-    :func:`~steerable_alignment.evaluation.policy_metrics.predict_policy_episodes`,
-    call for call (so its probabilities are reproduced exactly), keeping the
-    log-probs it turns into rewards.
-    """
+    """(E, T, 2) policy log-probs of every scored target, in eval mode: the forward
+    passes of ``predict_policy_episodes`` (the same helper), keeping the log-probs."""
     was_training = policy.training
     policy.eval()
     try:
-        targets = episodes.rows[:, episodes.max_context :]  # (E, T)
-        num_episodes, num_targets = targets.shape
-        uses_context = policy.config.uses_context
-        if not uses_context or num_context == 0:
-            unique, inverse = torch.unique(targets, return_inverse=True)  # (U,), (E, T)
-            z = None
-            if uses_context:
-                empty = torch.zeros(1, 0, dtype=torch.long)
-                z0 = context_latents(policy, data, empty, empty, empty.bool(), device)  # (1, Z)
-                z = z0.expand(len(unique), -1)  # (U, Z)
-            return policy_pair_logps(policy, data, unique, z, batch_size, device)[inverse]
-        context_rows = episodes.rows[:, :num_context]  # (E, n)
-        objective = episodes.objective.unsqueeze(1)  # (E, 1)
-        context_choices = data.choices[context_rows, objective]  # (E, n)
-        mask = torch.ones_like(context_rows, dtype=torch.bool)  # (E, n)
-        z = context_latents(policy, data, context_rows, context_choices, mask, device)
-        z = z.repeat_interleave(num_targets, 0)  # (E·T, Z)
-        logps = policy_pair_logps(policy, data, targets.flatten(), z, batch_size, device)
-        return logps.reshape(num_episodes, num_targets, 2)  # (E, T, 2)
+        return episode_pair_logps(policy, data, episodes, num_context, batch_size, device)
     finally:
         policy.train(was_training)
 
