@@ -227,6 +227,12 @@ def _dpo_section(
     return Section(title, tuple(blocks))
 
 
+def _correlations(gap: pd.DataFrame, column: str) -> str:
+    """The per-objective correlations at the largest context size, NaN said in words."""
+    values = gap.sort_values("num_context").groupby("objective")[column].last()
+    return ", ".join("undefined (no spread)" if pd.isna(v) else f"{v:+.2f}" for v in values)
+
+
 def _judge_blocks(
     win_rates: pd.DataFrame | None,
     gap: pd.DataFrame | None,
@@ -251,9 +257,9 @@ def _judge_blocks(
                 note="The generator's own rules read back from each answer "
                 "(ultrafeedback/judge.py): no learned model to fool. Per-prompt correlation "
                 "of the two directions' gaps at the largest size: reward models "
-                + ", ".join(f"{v:+.2f}" for v in gap.groupby("objective")["gap_corr"].last())
+                + _correlations(gap, "gap_corr")
                 + "; judge "
-                + ", ".join(f"{v:+.2f}" for v in gap.groupby("objective")["judge_gap_corr"].last())
+                + _correlations(gap, "judge_gap_corr")
                 + ".",
             )
         )
