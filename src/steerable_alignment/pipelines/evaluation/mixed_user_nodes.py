@@ -22,9 +22,9 @@ from kedro.pipeline import Pipeline, node
 
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.pipelines.evaluation.nodes import (
-    _stack_predictions,
     _unstack_predictions,
     accuracy_trace,
+    predict_context_sizes,
 )
 
 logger = logging.getLogger(__name__)
@@ -248,14 +248,11 @@ def predict_mixed_users(
     """
     config = MixedUserEvaluation.from_params(mixed_users, data)
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
-    from steerable_alignment.evaluation.metrics import predict_episodes
-    from steerable_alignment.training.loop import resolve_device, seeded
+    from steerable_alignment.training.loop import resolve_device
 
     device = resolve_device(config.device)
     prepared = _user_data(features, episodes, config.users.labels).to(device)
     episode_set = EvaluationEpisodes.from_tensors(episodes)
-    model = reward_model.to(device)
-    probs = {}
     for n in config.context_sizes:
         if n > episode_set.max_context:
             raise ConfigError(
@@ -263,12 +260,15 @@ def predict_mixed_users(
                 f"episodes' {episode_set.max_context} context slots: re-run "
                 "make_mixed_user_episodes"
             )
-        with seeded(config.seed + n, device):
-            probs[n] = predict_episodes(
-                model, prepared, episode_set, n, batch_size=config.batch_size
-            )
-    reward_model.cpu()
-    return _stack_predictions(probs)
+    return predict_context_sizes(
+        reward_model,
+        prepared,
+        episode_set,
+        list(config.context_sizes),
+        config.seed,
+        config.batch_size,
+        device,
+    )
 
 
 def collect_mixed_user_metrics(

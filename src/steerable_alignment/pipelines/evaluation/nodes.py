@@ -153,20 +153,44 @@ def predict_reward_model(
     _check_evaluation(evaluation)
     from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
-    from steerable_alignment.evaluation.metrics import predict_episodes
-    from steerable_alignment.training.loop import resolve_device, seeded
+    from steerable_alignment.training.loop import resolve_device
 
     split = dataset_tensors(pairs, features, data)
     device = resolve_device(evaluation.get("device", "cpu"))
     episode_set = EvaluationEpisodes.from_tensors(episodes)
-    prepared = split.data.to(device)
+    return predict_context_sizes(
+        reward_model,
+        split.data.to(device),
+        episode_set,
+        evaluation["context_sizes"],
+        int(evaluation["seed"]),
+        evaluation.get("batch_size", 1024),
+        device,
+    )
+
+
+def predict_context_sizes(
+    reward_model: Any,
+    data: Any,
+    episode_set: Any,
+    sizes: list[int],
+    seed: int,
+    batch_size: int,
+    device: Any,
+) -> dict[str, Any]:
+    """A reward model's predictions on fixed episodes for every context size, stacked.
+
+    Size ``n`` draws a latent model's z from ``seed + n`` (the same draws for
+    every call). Returns ``num_context (S,)`` and ``prob_b (S, E, T)``.
+    """
+    from steerable_alignment.evaluation.metrics import predict_episodes
+    from steerable_alignment.training.loop import seeded
+
     model = reward_model.to(device)
     probs = {}
-    for n in evaluation["context_sizes"]:
-        with seeded(int(evaluation["seed"]) + n, device):
-            probs[n] = predict_episodes(
-                model, prepared, episode_set, n, batch_size=evaluation.get("batch_size", 1024)
-            )
+    for n in sizes:
+        with seeded(seed + n, device):
+            probs[n] = predict_episodes(model, data, episode_set, n, batch_size=batch_size)
     reward_model.cpu()
     return _stack_predictions(probs)
 
