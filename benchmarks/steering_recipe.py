@@ -2,7 +2,11 @@
 
 For each ``--setting NAME='{json}'`` (training overrides, e.g.
 ``{"nll_weight": 1.0, "max_steps": 30}``: keys of ``PolicyTrainingConfig``,
-merged over ``dpo.hh.<variant>.training``), this trains the HH NP-DPO
+merged over ``dpo.hh.<variant>.training``; and under the key ``"policy"``,
+policy overrides merged over ``dpo.hh.<variant>.policy``, e.g.
+``{"policy": {"target_modules": ["q_proj", "v_proj", "o_proj"]}}`` -- the
+adapted blocks must stay within the cached ``reference.trained_blocks``),
+this trains the HH NP-DPO
 (``nppl_mixed``) and BTL-DPO-mixed (``btl_mixed``) policies with the
 ``dpo`` pipeline's own training code (``pipelines/dpo/__main__.py``
 ``train_namespace``), then generates answers for simulated users drawn from
@@ -20,6 +24,8 @@ It prints, per setting:
 - with the judge, the share of answers showing each style marker per
   (model, user) (calibrated hedges, admissions of uncertainty, concrete
   steps, ...);
+- fluency per (model, user): the mean NLL per answer token under the frozen
+  base model (``base_nll``) and distinct-2;
 - the first ``--show`` answers of each user.
 
 Every answer with its scores goes to ``--out/steering_recipe_<NAME>.parquet``
@@ -36,7 +42,8 @@ setting before anything is trained.
 
     python benchmarks/steering_recipe.py \\
         --setting dpo='{}' --setting nll1='{"nll_weight": 1.0}' \\
-        [--prompts 64] [--context 10] [--show 2] [--project .] [--out DIR] [--scratch DIR]
+        [--prompts 64] [--context 10] [--show 2] [--max-new-tokens N] [--project .] \\
+        [--out DIR] [--scratch DIR]
 """
 
 from __future__ import annotations
@@ -65,6 +72,10 @@ MODELS = ("nppl_mixed", "btl_mixed")
 STEERED, BASELINE = MODELS
 #: Training keys the benchmark sets itself (each run trains into its own scratch folder).
 RESERVED_KEYS = ("checkpoint_dir",)
+#: The setting key that holds policy (not training) overrides.
+POLICY_KEY = "policy"
+#: Policy keys a setting may not change (the context encoder must match its warm start).
+FIXED_POLICY_KEYS = ("type", "embedding_dim")
 #: Markers shown first (the honest and the helpful style); the judge's others follow.
 KEY_MARKERS = ("calibrated_hedge", "uncertainty_admission", "concrete_steps")
 SETTING_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -101,8 +112,20 @@ def _training_setting(text: str) -> tuple[str, dict[str, Any]]:
         raise argparse.ArgumentTypeError(
             f"{name}: {reserved} are set by the benchmark (each run trains in its scratch folder)"
         )
+    from steerable_alignment.policy.config import PolicyConfig
+
+    training = {k: v for k, v in overrides.items() if k != POLICY_KEY}
+    policy = overrides.get(POLICY_KEY, {})
+    if not isinstance(policy, dict):
+        raise argparse.ArgumentTypeError(
+            f"--setting {name}: {POLICY_KEY!r} must be a JSON object of policy keys, got {policy!r}"
+        )
+    fixed = sorted(set(policy) & set(FIXED_POLICY_KEYS))
+    if fixed:
+        raise argparse.ArgumentTypeError(f"--setting {name}: policy keys {fixed} cannot be changed")
     try:
-        check_known_keys(PolicyTrainingConfig, overrides, f"--setting {name}")
+        check_known_keys(PolicyTrainingConfig, training, f"--setting {name}")
+        check_known_keys(PolicyConfig, policy, f"--setting {name} {POLICY_KEY}")
     except ValueError as err:  # ConfigError
         raise argparse.ArgumentTypeError(str(err)) from err
     return name, overrides
@@ -147,6 +170,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--show", type=_non_negative_int, default=2, help="answers printed per user"
     )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=None,
+        help="answer length (default: generation.hh.sampling.max_new_tokens)",
+    )
     parser.add_argument("--project", type=Path, default=ROOT, help="a project after `make run`")
     parser.add_argument("--env", default=None, help="Kedro configuration environment")
     parser.add_argument("--out", type=Path, default=None, help="default: <project>/data/09_tuning")
@@ -176,25 +205,34 @@ def training_params(
         ConfigError: naming the setting and the parameter.
     """
     from steerable_alignment.models.config import ConfigError
+    from steerable_alignment.policy.config import PolicyConfig
     from steerable_alignment.training.policy_loop import PolicyTrainingConfig
 
+    overrides = dict(overrides)
+    policy_overrides = overrides.pop(POLICY_KEY, {})
     out = copy.deepcopy(params)
     for model in MODELS:
+        out["dpo"][DATASET][model]["policy"].update(copy.deepcopy(policy_overrides))
         training = out["dpo"][DATASET][model]["training"]
         training.update(overrides, checkpoint_dir=str(scratch / name / model))
         try:
+            PolicyConfig.from_params(out["dpo"][DATASET][model]["policy"], embedding_dim=1)
             PolicyTrainingConfig.from_params(training, prefix="training")
         except (ConfigError, TypeError) as err:  # TypeError: a value of the wrong type
             raise ConfigError(f"--setting {name} ({DATASET}.{model}): {err}") from err
     return out
 
 
-def generation_params(params: dict[str, Any], prompts: int, context: int) -> dict[str, Any]:
+def generation_params(
+    params: dict[str, Any], prompts: int, context: int, max_new_tokens: int | None = None
+) -> dict[str, Any]:
     """``generation.hh`` on the validation split, one context size, no continuum users."""
     generation = copy.deepcopy(params["generation"][DATASET])
     generation.update(
         split="validation", num_prompts=prompts, context_sizes=[context], progress=False
     )
+    if max_new_tokens is not None:
+        generation["sampling"]["max_new_tokens"] = max_new_tokens
     generation.pop("continuum", None)  # the pure users only
     return generation
 
@@ -265,6 +303,14 @@ def report(label: str, scores: Any, histories: dict[str, Any], context: int, sho
         shares.columns = [c.removeprefix("marker_") for c in shares.columns]
         print(f"  marker shares at {context} pairs (per model and user):")
         print(textwrap.indent(shares.round(3).to_string(), "    "))
+    fluency = [c for c in ("base_nll", "distinct_2") if c in at]
+    if fluency:
+        print(f"  fluency at {context} pairs (mean per model and user):")
+        print(
+            textwrap.indent(
+                at.groupby(["model", "user"])[fluency].mean().round(3).to_string(), "    "
+            )
+        )
     for (model, user), rows in at.groupby(["model", "user"]):
         for _, row in rows.sort_values("prompt_id").head(show).iterrows():
             print(f"  {model} / {user} user / prompt {row['prompt_id']}: {row['prompt']!r}")
@@ -309,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
             # the project's artefacts, loaded once, read-only; the outputs stay in memory
             loaded = {name: project_catalog.load(name) for name in INPUTS}
-            generation = generation_params(params, args.prompts, args.context)
+            generation = generation_params(params, args.prompts, args.context, args.max_new_tokens)
             data = params["dpo"][DATASET]["data"]
             pairs, features = loaded[f"{DATASET}.pairs"], loaded[f"{DATASET}.features"]
             users = make_generation_users(pairs, features, data, generation)
@@ -351,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     data,
                     params["embedding"][DATASET],
                     generation,
+                    base_policy=loaded["base_policy"],
                     **answers,
                     **reward_models,
                 )

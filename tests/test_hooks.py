@@ -99,3 +99,50 @@ def test_a_session_run_stops_before_any_node(tmp_path, monkeypatch):
     message = str(raised.value)  # the hook's message, not the runner's own missing-input error
     assert producers_named(message).get("hh.pairs") == "ultrafeedback", message
     assert not (tmp_path / "data").exists()  # no node ran, nothing was written
+
+
+def test_a_producer_left_out_by_the_namespace_filter_is_named_as_such(tmp_path, monkeypatch):
+    # `kedro run --pipeline ultrafeedback --namespaces hh`: the hh nodes read what an
+    # un-namespaced node of the same pipeline makes; re-running the same command cannot help.
+    from steerable_alignment.pipelines.ultrafeedback import create_pipeline as ultrafeedback
+
+    monkeypatch.chdir(tmp_path)  # nothing on disk here
+    catalog = DataCatalog.from_config(config_loader("base")["catalog"])
+    pipeline = ultrafeedback().only_nodes_with_namespaces(["hh"])
+    run_params = {"pipeline_names": ["ultrafeedback"], "namespaces": ["hh"]}
+    with pytest.raises(DatasetError, match="do not exist yet") as raised:
+        MissingInputsHook().before_pipeline_run(run_params, pipeline, catalog)
+    message = str(raised.value)
+    assert "which this run's namespace filter (--namespaces hh) left out" in message
+    assert "made by `kedro run --pipeline ultrafeedback`" not in message
+
+
+def test_cuda_parameters_are_found_in_nested_blocks_but_not_in_templates():
+    from steerable_alignment.hooks import cuda_parameters
+
+    params = {
+        "_template": {"device": "cuda"},
+        "hh": {"reference": {"device": "cuda:1"}, "evaluation": {"device": "auto"}},
+        "device": "cpu",
+    }
+    assert cuda_parameters(params, "dpo") == ["dpo.hh.reference.device"]
+
+
+def test_the_gpu_environment_without_cuda_stops_before_anything_loads(tmp_path, monkeypatch):
+    import torch
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from tests.project_copy import copy_project
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    root = copy_project(tmp_path)
+    monkeypatch.chdir(root)
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env="gpu") as session:
+        with pytest.raises(RuntimeError) as raised:
+            session.run(pipeline_names=["embedding"])  # its inputs are missing too
+    message = str(raised.value)
+    assert "ask for CUDA but this machine has none" in message
+    assert "embedding.hh.device" in message and "--params embedding.hh.device=cpu" in message
+    assert not any((root / "data").rglob("*.safetensors"))  # nothing was made

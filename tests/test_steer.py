@@ -335,7 +335,14 @@ def test_answers_come_from_the_policy_conditioned_on_the_context(project, contex
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     assert out["mode"] == "generate" and out["model"] == "hh.nppl_mixed.policy"
-    assert out["generation"] == {"max_new_tokens": 8, "temperature": 0.7, "top_p": 0.9, "seed": 3}
+    assert out["generation"] == {
+        "max_new_tokens": 8,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 50,
+        "repetition_penalty": 1.0,
+        "seed": 3,
+    }
     assert [a["prompt"] for a in out["answers"]] == [p["prompt"] for p in prompts]
     assert [a["line"] for a in out["answers"]] == [1, 2, 3]
 
@@ -452,6 +459,8 @@ def test_bad_options_and_paths_are_refused(project, tmp_path, contexts):
     assert_clean_failure(result, f"{tmp_path} is not a Kedro project")
     usage_errors = {  # argparse: exit status 2 and the usage line
         ("--top-p", "0"): "argument --top-p: must be in (0, 1], got 0",
+        ("--top-k", "-1"): "argument --top-k: must be an integer >= 0, got -1",
+        ("--repetition-penalty", "0"): "argument --repetition-penalty: must be a number > 0",
         ("--max-new-tokens", "ten"): "argument --max-new-tokens: expected an integer, got 'ten'",
         ("--device", "gpu"): "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'",
         ("--candidates", prompts): "argument --candidates: not allowed with argument --prompts",
@@ -512,14 +521,38 @@ def test_a_context_longer_than_the_models_were_trained_for_is_refused(project, t
     )
 
 
-def test_a_text_too_long_for_the_embedding_model_names_its_line(project, tmp_path):
+def test_a_text_too_long_for_the_embedding_model_is_cut_as_the_pipeline_cuts_it(
+    project, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "400")  # rich logging: one line per message
     long_pair = {**GOOD_PAIR, "response_b": "word " * 400}  # MiniLM's max_length is 256 tokens
     path = write_jsonl(tmp_path / "context.jsonl", [GOOD_PAIR, long_pair])
     result = steer(
         project, "--context", str(path), "--candidates", str(EXAMPLES / "candidates.jsonl")
     )
-    assert_clean_failure(
-        result,
-        f"{path}, line 2: a (prompt, response) text is longer than",
-        "'embedding.hh.max_length'",
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 text(s) longer than the embedding model's limit of 256 tokens were cut" in (
+        result.stderr
     )
+
+
+def test_with_overflow_drop_a_text_too_long_names_its_line(tmp_path):
+    from steerable_alignment.embedding import EmbeddingConfig
+    from steerable_alignment.steering.core import InputError, embed_texts
+
+    config = EmbeddingConfig.from_params({"name": "hh", "overflow": "drop", "progress": False})
+    with pytest.raises(InputError) as err:
+        embed_texts(
+            [GOOD_PAIR["prompt"]] * 2,
+            [GOOD_PAIR["response_a"]] * 2,
+            [GOOD_PAIR["response_b"], "word " * 400],
+            [1, 2],
+            config,
+            384,
+            tmp_path / "context.jsonl",
+        )
+    message = str(err.value)
+    assert (
+        f"{tmp_path / 'context.jsonl'}, line 2: a (prompt, response) text does not fit" in message
+    )
+    assert "'embedding.hh.max_length'" in message and "'embedding.hh.overflow': drop" in message

@@ -38,6 +38,59 @@ def missing_datasets(catalog: Any, names: Any) -> list[str]:
     return missing
 
 
+def cuda_parameters(params: Any, prefix: str = "") -> list[str]:
+    """The dotted paths of every ``device`` parameter under ``params`` that asks for CUDA."""
+    found = []
+    if isinstance(params, dict):
+        for key, value in params.items():
+            if str(key).startswith("_"):  # YAML templates: no node reads them
+                continue
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key == "device" and isinstance(value, str) and value.startswith("cuda"):
+                found.append(path)
+            else:
+                found.extend(cuda_parameters(value, path))
+    return found
+
+
+class CudaAvailableHook:
+    """Stop before any node runs (and any model loads) when parameters ask for a missing CUDA.
+
+    ``kedro run --env gpu`` on a machine without a GPU would otherwise fail
+    deep inside torch, after the data were read and a model was loaded.
+    Only the parameters the run's nodes read are checked.
+    """
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        names = sorted(
+            n.removeprefix("params:") for n in pipeline.inputs() if n.startswith("params:")
+        )
+        asked = []
+        for name in names:
+            try:
+                value = catalog.load(f"params:{name}")
+            except DatasetError:
+                continue
+            if name.endswith(".device") or name == "device":
+                asked += [name] if isinstance(value, str) and value.startswith("cuda") else []
+            else:
+                asked += cuda_parameters(value, name)
+        if not asked:
+            return
+        import torch
+
+        if torch.cuda.is_available():
+            return
+        env = run_params.get("env") or "local"
+        raise RuntimeError(
+            f"The parameters of this run (environment '{env}') ask for CUDA but this machine "
+            f"has none (torch.cuda.is_available() is False): {', '.join(sorted(set(asked)))}. "
+            "Run on a GPU machine, or override them, e.g. `kedro run --env "
+            f"{env} --params {sorted(set(asked))[0]}=cpu`; nothing was loaded."
+        )
+
+
 class MissingInputsHook:
     """Fail before any node runs when a pipeline's inputs are not on disk.
 
@@ -55,15 +108,48 @@ class MissingInputsHook:
         if not missing:
             return
         pipelines = _all_pipelines()
+        requested = set(run_params.get("pipeline_names") or ["__default__"])
+        if "__default__" in requested:
+            requested |= set(pipelines)
+        namespaces = list(run_params.get("namespaces") or [])
         lines = []
         for name in missing:
             producers = sorted(
                 key for key, registered in pipelines.items() if name in registered.all_outputs()
             )
-            hint = f"made by `kedro run --pipeline {producers[0]}`" if producers else "not produced"
-            lines.append(f"  - {name} ({hint})")
+            lines.append(
+                f"  - {name} ({_producer_hint(name, producers, requested, namespaces, pipelines)})"
+            )
         raise DatasetError(
             "This run needs data sets that do not exist yet:\n"
             + "\n".join(lines)
             + "\nRun the producing pipeline(s) first, or `kedro run` for everything."
         )
+
+
+def _producer_hint(
+    name: str,
+    producers: list[str],
+    requested: set[str],
+    namespaces: list[str],
+    pipelines: dict[str, Any],
+) -> str:
+    """Which command makes ``name``; or that this run's namespace filter left its producer out."""
+    if not producers:
+        return "not produced"
+    inside = [p for p in producers if p in requested]
+    if inside and namespaces:
+        pipeline = pipelines[inside[0]]
+        node = next(n for n in pipeline.nodes if name in n.outputs)
+        left_out = (
+            f"made by node '{node.name}' of pipeline '{inside[0]}', which this run's namespace "
+            f"filter (--namespaces {','.join(namespaces)}) left out"
+        )
+        if node.namespace:
+            wider = ",".join([*namespaces, node.namespace])
+            return f"{left_out}: add its namespace, `--namespaces {wider}`"
+        return (
+            f"{left_out} (it is in no namespace): run `kedro run --pipeline {inside[0]}` once "
+            "without --namespaces first"
+        )
+    return f"made by `kedro run --pipeline {producers[0]}`"

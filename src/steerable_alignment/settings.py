@@ -2,9 +2,10 @@
 
 from kedro.config import OmegaConfigLoader
 
-from steerable_alignment.hooks import MissingInputsHook
+from steerable_alignment.hooks import CudaAvailableHook, MissingInputsHook
 
-HOOKS = (MissingInputsHook(),)
+# pluggy calls hooks last-registered first: the CUDA check runs before the inputs check.
+HOOKS = (MissingInputsHook(), CudaAvailableHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 # Environments such as `gpu` and `test` override single keys, not whole trees.

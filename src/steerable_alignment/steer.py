@@ -232,6 +232,8 @@ def generate(args: argparse.Namespace, context_pairs: list[ContextPair]) -> str:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
         batch_size=args.batch_size,
         seed=args.seed,
     )
@@ -313,6 +315,20 @@ def _top_p(value: str) -> float:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = _number(value, int)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = _number(value, float)
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
+    return number
+
+
 def _device_name(value: str) -> str:
     """``--device``: auto, cpu, cuda or cuda:N, and CUDA only where it exists."""
     import re
@@ -386,6 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="--prompts: 0 decodes greedily (default 0.7)",
     )
     parser.add_argument("--top-p", type=_top_p, default=0.9, help="--prompts: default 0.9")
+    parser.add_argument(
+        "--top-k", type=_non_negative_int, default=50, help="--prompts: 0 is off (default 50)"
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=_positive_float,
+        default=1.0,
+        help="--prompts: 1.0 is off (default 1.0)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="--prompts: sampling seed (0)")
     parser.add_argument(
         "--batch-size",

@@ -50,6 +50,9 @@ def test_settings_parse_in_order_with_the_defaults(recipe):
         (["--setting", "a b={}"], "setting name 'a b'"),
         (["--setting", 'a={"bogus": 1}'], r"'--setting a' has unknown key(s) ['bogus']"),
         (["--setting", 'a={"checkpoint_dir": "x"}'], "set by the benchmark"),
+        (["--setting", 'a={"policy": 3}'], "'policy' must be a JSON object"),
+        (["--setting", 'a={"policy": {"bogus": 1}}'], "unknown key(s) ['bogus']"),
+        (["--setting", 'a={"policy": {"type": "btl_dpo"}}'], "['type'] cannot be changed"),
         (["--setting", "a={}", "--setting", 'a={"lr": 1}'], "['a'] are given more than once"),
         (["--setting", "a={}", "--prompts", "0"], "positive integer, got 0"),
         (["--setting", "a={}", "--context", "ten"], "positive integer, got 'ten'"),
@@ -78,6 +81,22 @@ def test_training_overrides_reach_both_models_and_checkpoint_in_scratch(recipe, 
         assert (training["nll_weight"], training["max_steps"]) == (1.0, 30)
         assert training["checkpoint_dir"] == str(tmp_path / "nll1" / model)
     assert run["dpo"]["hh"]["nppl_mixed"]["training"]["context_lr"] == 5e-5  # the rest kept
+
+
+def test_policy_overrides_reach_both_models_and_are_validated(recipe, params, tmp_path):
+    modules = ["q_proj", "v_proj", "o_proj"]
+    before = copy.deepcopy(params)
+    run = recipe.training_params(
+        params, {"nll_weight": 1.0, "policy": {"target_modules": modules}}, "all", tmp_path
+    )
+    assert params == before
+    for model in ("nppl_mixed", "btl_mixed"):
+        assert run["dpo"]["hh"][model]["policy"]["target_modules"] == modules
+        assert "policy" not in run["dpo"]["hh"][model]["training"]
+        assert run["dpo"]["hh"][model]["training"]["nll_weight"] == 1.0
+    assert run["dpo"]["hh"]["nppl_mixed"]["policy"]["type"] == "np_dpo"  # the rest kept
+    with pytest.raises(ConfigError, match="--setting bad"):
+        recipe.training_params(params, {"policy": {"lora_r": 0}}, "bad", tmp_path)
     untouched = run["dpo"]["hh"]["btl_honesty"]["training"]
     assert untouched == params["dpo"]["hh"]["btl_honesty"]["training"]
 
@@ -101,6 +120,10 @@ def test_generation_reads_the_validation_split_only(recipe, params):
     assert (generation["num_prompts"], generation["context_sizes"]) == (16, [10])
     assert "continuum" not in generation
     assert params["generation"]["hh"]["split"] == "test"  # the project's own is left alone
+    assert generation["sampling"]["max_new_tokens"] == 48
+    longer = recipe.generation_params(params, 16, 10, max_new_tokens=96)
+    assert longer["sampling"]["max_new_tokens"] == 96
+    assert params["generation"]["hh"]["sampling"]["max_new_tokens"] == 48
 
 
 def _scores(with_judge: bool) -> pd.DataFrame:

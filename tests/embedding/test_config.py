@@ -15,6 +15,7 @@ from steerable_alignment.models.config import ConfigError
         ({"dtype": "float64"}, r"embedding\.hh\.dtype"),
         ({"output_dtype": "bfloat16"}, r"embedding\.hh\.output_dtype"),
         ({"input_format": "text"}, r"embedding\.hh\.input_format"),
+        ({"overflow": "cut"}, r"embedding\.hh\.overflow': expected one of \['truncate', 'drop'\]"),
         ({"normalize": "yes"}, r"embedding\.hh\.normalize"),
         ({"batch_size": 8}, r"embedding\.hh.*unknown key.*batch_size"),
         ({"trust_remote_code": True}, r"embedding\.hh\.trust_remote_code.*never"),

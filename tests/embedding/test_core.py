@@ -106,13 +106,43 @@ def test_over_long_texts_are_dropped_with_their_pairs(tiny_llama, caplog):
     fits = (lengths["response_a"] <= max_length) & (lengths["response_b"] <= max_length)
     assert 0 < fits.sum() < len(pairs)
     with caplog.at_level(logging.WARNING, logger="steerable_alignment.embedding"):
-        result = embed_pairs(pairs, _config(tiny_llama, max_length=max_length))
+        result = embed_pairs(pairs, _config(tiny_llama, max_length=max_length, overflow="drop"))
     kept = pairs["pair_id"].to_numpy()[fits]
     assert result.features["pair_id"].tolist() == kept.tolist()  # order kept, dropped removed
     assert result.features["features"].shape[0] == fits.sum()
     assert result.stats.num_pairs_kept == fits.sum()
     assert result.stats.num_texts_dropped > 0
     assert f"dropping them and the {len(pairs) - fits.sum()} pair(s)" in caplog.text
+
+
+def test_over_long_texts_are_truncated_by_default_and_every_pair_kept(tiny_llama, caplog):
+    from transformers import AutoModel, AutoTokenizer
+
+    from steerable_alignment.embedding import truncate_texts
+
+    pairs = make_pairs(num_prompts=5, responses=4, seed=3)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokens = tokenize_texts(tokenizer, pairs["prompt"], pairs["response_a"], "chat")
+    max_length = int(np.median(tokens.lengths))
+    over = tokens.lengths > max_length
+    assert 0 < over.sum() < len(pairs)
+    with caplog.at_level(logging.WARNING, logger="steerable_alignment.embedding"):
+        result = embed_pairs(pairs, _config(tiny_llama, max_length=max_length))
+    assert result.features["pair_id"].tolist() == pairs["pair_id"].tolist()  # nothing dropped
+    assert result.stats.num_texts_dropped == 0 and result.stats.num_texts_truncated > 0
+    assert "cut to fit" in caplog.text
+    # a cut text is embedded as its truncated tokens, and one that fits as before
+    model = AutoModel.from_pretrained(tiny_llama).eval()
+    cut, _ = truncate_texts(tokens, max_length)
+    for row in (int(np.flatnonzero(over)[0]), int(np.flatnonzero(~over)[0])):
+        ids = torch.tensor([cut.text(row).input_ids])
+        assert ids.shape[1] <= max_length
+        with torch.no_grad():
+            expected = model(input_ids=ids).last_hidden_state[0, -1]
+        torch.testing.assert_close(result.features["features"][row, 0], expected)
+    fitting = ~torch.from_numpy(over)
+    untouched = embed_pairs(pairs, _config(tiny_llama, overflow="drop")).features["features"]
+    torch.testing.assert_close(result.features["features"][fitting, 0], untouched[fitting, 0])
 
 
 def test_output_dtype_and_normalisation(tiny_bert):

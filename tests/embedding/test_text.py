@@ -1,6 +1,13 @@
+import numpy as np
 import pytest
 
-from steerable_alignment.embedding import resolve_input_format, tokenize_text, tokenize_texts
+from steerable_alignment.embedding import (
+    resolve_input_format,
+    tokenize_text,
+    tokenize_texts,
+    truncate_texts,
+)
+from steerable_alignment.embedding.text import truncation_budget
 from steerable_alignment.models.config import ConfigError
 from tests.embedding.tiny_models import tiny_chat_tokenizer, tiny_pair_tokenizer
 
@@ -79,3 +86,64 @@ def test_input_format_auto_follows_the_chat_template():
     assert resolve_input_format(tiny_pair_tokenizer(), "auto", chat_template="{{ 1 }}") == "chat"
     with pytest.raises(ConfigError, match=r"embedding\.hh\.input_format.*chat_template"):
         resolve_input_format(tiny_pair_tokenizer(), "chat", None, "embedding.hh")
+
+
+def test_the_prompt_is_located_in_both_formats():
+    for tokenizer, input_format in (
+        (tiny_chat_tokenizer(), "chat"),
+        (tiny_pair_tokenizer(), "pair"),
+    ):
+        tokens = tokenize_texts(tokenizer, [PROMPT], [RESPONSE], input_format)
+        start, length = int(tokens.prompt_start[0]), int(tokens.prompt_length[0])
+        assert tokens.ids[start : start + length].tolist() == _ids(tokenizer, PROMPT)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "response", "budget", "expected"),
+    [
+        (3, 4, 10, (3, 4)),  # fits: nothing cut
+        (30, 40, 10, (5, 5)),  # both long: the response keeps half
+        (2, 40, 10, (2, 8)),  # a short prompt is kept whole, the response takes the rest
+        (40, 3, 10, (7, 3)),  # a short response is kept whole, the prompt takes the rest
+        (40, 40, 7, (3, 4)),  # an odd budget: the response gets the extra token
+    ],
+)
+def test_truncation_budget_keeps_the_response_at_least_half(prompt, response, budget, expected):
+    kept = truncation_budget(np.array([prompt]), np.array([response]), np.array([budget]))
+    assert (int(kept[0][0]), int(kept[1][0])) == expected
+
+
+@pytest.mark.parametrize("input_format", ["chat", "pair"])
+def test_truncation_keeps_the_template_and_both_starts(input_format):
+    tokenizer = tiny_chat_tokenizer() if input_format == "chat" else tiny_pair_tokenizer()
+    long_prompt = " ".join([PROMPT] * 6)
+    long_response = " ".join([RESPONSE] * 6)
+    prompts, responses = [PROMPT, long_prompt], [RESPONSE, long_response]
+    full = tokenize_texts(tokenizer, prompts, responses, input_format)
+    max_length = int(full.lengths[0]) + 4  # the short text fits, the long one does not
+    cut, truncated = truncate_texts(full, max_length)
+    assert truncated.tolist() == [False, True]
+    assert cut.text(0) == full.text(0)  # a text that fits is unchanged
+    assert cut.lengths.tolist() == [full.lengths[0], max_length]
+    before, after = full.text(1), cut.text(1)
+    ids, new = before.input_ids, after.input_ids
+    ps, pl = int(full.prompt_start[1]), int(full.prompt_length[1])
+    rs, rl = before.response_start, before.response_length
+    nps, npl = int(cut.prompt_start[1]), int(cut.prompt_length[1])
+    nrs, nrl = after.response_start, after.response_length
+    assert npl + nrl == max_length - (len(ids) - pl - rl) and nrl >= npl  # room shared
+    assert new[nps : nps + npl] == ids[ps : ps + npl]  # the prompt's start
+    assert new[nrs : nrs + nrl] == ids[rs : rs + nrl]  # the response's start
+    assert new[:nps] == ids[:ps]  # template before the prompt
+    assert new[nps + npl : nrs] == ids[ps + pl : rs]  # template between them
+    assert new[nrs + nrl :] == ids[rs + rl :]  # template after the response (e.g. <|end|>)
+    if input_format == "pair":
+        assert after.token_type_ids == [0] * nrs + [1] * (len(new) - nrs)
+
+
+def test_a_template_with_no_room_left_is_not_cut():
+    tokenizer = tiny_chat_tokenizer()
+    full = tokenize_texts(tokenizer, [PROMPT], [RESPONSE], "chat")
+    overhead = int(full.lengths[0] - full.prompt_length[0] - full.response_length[0])
+    cut, truncated = truncate_texts(full, overhead + 1)  # one token for prompt and response
+    assert not truncated.any() and cut is full  # left for the caller to drop

@@ -114,8 +114,30 @@ def test_sampling_parameters_are_checked():
         SamplingConfig.from_params({"max_new_tokens": 0})
     with pytest.raises(ConfigError, match="typo"):
         SamplingConfig.from_params({"typo": 1})
+    with pytest.raises(ConfigError, match=r"'sampling\.top_k'"):
+        SamplingConfig.from_params({"top_k": -1})
+    with pytest.raises(ConfigError, match=r"'sampling\.repetition_penalty'"):
+        SamplingConfig.from_params({"repetition_penalty": 0})
     greedy = SamplingConfig(temperature=0).generate_kwargs(chatml_tokenizer())
     assert greedy["do_sample"] is False
+
+
+def test_every_sampling_parameter_is_passed_explicitly():
+    # A model's generation_config (e.g. Qwen2.5-Instruct: top_k 20, repetition_penalty
+    # 1.05) must not change the answers: generate() gets every value from the config.
+    kwargs = SamplingConfig(top_k=7, repetition_penalty=1.1).generate_kwargs(chatml_tokenizer())
+    assert kwargs["do_sample"] is True
+    assert (kwargs["temperature"], kwargs["top_p"], kwargs["top_k"]) == (0.7, 0.9, 7)
+    assert kwargs["repetition_penalty"] == 1.1
+    # the defaults are what transformers applies when nothing sets them: no change
+    from transformers import GenerationConfig
+
+    defaults = GenerationConfig._get_default_generation_params()
+    config = SamplingConfig()
+    assert (config.top_k, config.repetition_penalty) == (
+        defaults["top_k"],
+        defaults["repetition_penalty"],
+    )
 
 
 @pytest.fixture(scope="module")

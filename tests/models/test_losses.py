@@ -66,3 +66,21 @@ def test_gaussian_kl_matches_torch_distributions():
     expected = torch.distributions.kl_divergence(q, p).sum(-1)
     assert torch.allclose(gaussian_kl(mean_q, std_q, mean_p, std_p), expected, atol=1e-6)
     assert torch.allclose(gaussian_kl(mean_q, std_q, mean_q, std_q), torch.zeros(4), atol=1e-6)
+
+
+def test_dpl_probit_is_float32_under_bf16_autocast_and_for_bf16_inputs():
+    # log_ndtr has no bfloat16 CPU kernel: the probit must run in float32 regardless.
+    gen = torch.Generator().manual_seed(0)
+    mean_a, mean_b = torch.randn(2, 64, generator=gen).unbind(0)
+    std_a, std_b = (torch.rand(2, 64, generator=gen) + 0.1).unbind(0)
+    expected = dpl_log_probs(mean_a, std_a, mean_b, std_b)
+    inputs = [t.to(torch.bfloat16) for t in (mean_a, std_a, mean_b, std_b)]
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        got = dpl_log_probs(*inputs)
+        got_fp32_inputs = dpl_log_probs(mean_a, std_a, mean_b, std_b)
+    assert got.dtype == got_fp32_inputs.dtype == torch.float32
+    torch.testing.assert_close(got_fp32_inputs, expected)  # autocast changes nothing
+    torch.testing.assert_close(
+        got, expected, atol=0.05, rtol=0.05
+    )  # only the bf16 inputs' rounding
+    assert torch.isfinite(dpl_log_probs(*[t * 1e3 for t in inputs[:1]], *inputs[1:])).all()

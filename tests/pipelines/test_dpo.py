@@ -253,6 +253,21 @@ def test_prefix_states_in_bfloat16_stay_close_and_bad_settings_fail(run):
     )
     assert int(off_states["blocks"]) == 0 and "states" not in off_states
     assert torch.allclose(off["logps"], exact["logps"], rtol=1e-5, atol=1e-3)
+    # the host-memory guard: 6 pairs' states over a tiny limit are refused before any work
+    with pytest.raises(ConfigError, match=r"max_prefix_state_gib' = 1e-09 GiB"):
+        compute_reference_logps(base, few, data, {**reference, "max_prefix_state_gib": 1e-9})
+    with pytest.raises(ConfigError, match=r"max_prefix_state_gib': a number of GiB > 0"):
+        compute_reference_logps(base, few, data, {**reference, "max_prefix_state_gib": "big"})
+
+
+def test_the_prefix_state_guard_states_the_size_at_the_real_scale():
+    from steerable_alignment.pipelines.dpo.nodes import check_prefix_state_size, prefix_state_bytes
+
+    # issue 16: 100k pairs x 2 x 512 tokens x 1536 (Qwen2.5-1.5B) float32 = 629 GB
+    assert prefix_state_bytes(100_000, 512, 1536) == 629_145_600_000
+    with pytest.raises(ConfigError, match=r"would take 585\.9 GiB.*trained_blocks: all"):
+        check_prefix_state_size(100_000, 512, 1536, 16.0, "dpo.hh.reference")
+    check_prefix_state_size(256, 152, 576, 16.0, "dpo.hh.reference")  # the CPU default: 0.2 GB
 
 
 def test_context_embeddings_of_another_size_fail_before_training(hh, run, monkeypatch):
@@ -285,6 +300,20 @@ def test_max_length_too_small_for_every_pair_is_a_clear_error(hh, run):
             pairs,
             params["dpo"]["hh"]["data"],
             {"max_length": 8, "max_pairs": None},
+        )
+
+
+def test_an_unknown_overflow_names_the_parameter(hh, run):
+    catalog, params, _ = run
+    pairs, _ = hh
+    with pytest.raises(
+        ConfigError, match=r"'dpo\.hh\.tokenise\.overflow': expected one of \['truncate', 'drop'\]"
+    ):
+        tokenise_policy_pairs(
+            catalog.load("base_policy"),
+            pairs,
+            params["dpo"]["hh"]["data"],
+            {"max_length": 128, "overflow": "cut"},
         )
 
 

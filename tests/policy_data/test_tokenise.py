@@ -39,8 +39,10 @@ def _prompt_ids(tokenizer, prompt: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _tokenise(tokenizer, max_length: int = 256):
-    return tokenise_pairs(tokenizer, PROMPTS, RESPONSES_A, RESPONSES_B, PAIR_IDS, max_length)
+def _tokenise(tokenizer, max_length: int = 256, overflow: str = "drop"):
+    return tokenise_pairs(
+        tokenizer, PROMPTS, RESPONSES_A, RESPONSES_B, PAIR_IDS, max_length, overflow
+    )
 
 
 def test_prompt_part_is_a_token_prefix_of_every_sequence(tokenizer):
@@ -107,7 +109,50 @@ def test_max_length_equal_to_the_needed_length_keeps_the_pair(tokenizer):
     )
     assert report.pairs_kept == 1 and pairs.input_ids.shape[-1] == needed
     with pytest.raises(ValueError, match="max_length"):
-        tokenise_pairs(tokenizer, PROMPTS[:1], RESPONSES_A[:1], RESPONSES_B[:1], [0], needed - 1)
+        tokenise_pairs(
+            tokenizer, PROMPTS[:1], RESPONSES_A[:1], RESPONSES_B[:1], [0], needed - 1, "drop"
+        )
+
+
+def test_by_default_a_long_response_is_cut_keeping_the_prompt_and_its_start(tokenizer, caplog):
+    whole, _ = _tokenise(tokenizer)
+    needed = pair_lengths(tokenizer, PROMPTS, RESPONSES_A, RESPONSES_B)  # (P, 2)
+    limit = int(np.sort(needed.max(axis=1))[1])  # the longest pair does not fit
+    with caplog.at_level(logging.WARNING, logger="steerable_alignment.policy_data.tokenise"):
+        pairs, report = tokenise_pairs(
+            tokenizer, PROMPTS, RESPONSES_A, RESPONSES_B, PAIR_IDS, limit
+        )
+    assert pairs.pair_id.tolist() == PAIR_IDS  # every pair kept
+    assert (report.pairs_kept, report.pairs_dropped, report.pairs_truncated) == (3, 0, 1)
+    assert "1 with a response cut to fit" in caplog.text
+    assert pairs.input_ids.shape[-1] == limit
+    for p in range(len(PROMPTS)):
+        for side in range(2):
+            start = int(pairs.response_start[p, side])
+            n = int(pairs.seq_len[p, side])
+            assert start == int(whole.response_start[p, side])  # the whole prompt part
+            assert n == min(int(needed[p, side]), limit)
+            # the sequence is the start of the untruncated one
+            assert torch.equal(pairs.input_ids[p, side, :n], whole.input_ids[p, side, :n])
+            assert int(pairs.response_len[p, side]) == n - start
+
+
+def test_a_prompt_that_leaves_no_room_is_dropped_even_when_truncating(tokenizer):
+    whole, _ = _tokenise(tokenizer)
+    parts = whole.response_start[:, 0].tolist()  # (P,) prompt-part lengths
+    longest = int(np.argmax(parts))
+    limit = parts[longest]  # no room for a response token of that pair
+    assert sorted(parts)[-2] < limit  # the others keep room
+    pairs, report = tokenise_pairs(
+        tokenizer, PROMPTS, RESPONSES_A, RESPONSES_B, PAIR_IDS, limit, "truncate"
+    )
+    assert pairs.pair_id.tolist() == [i for i in PAIR_IDS if i != PAIR_IDS[longest]]
+    assert report.pairs_dropped == 1
+
+
+def test_an_unknown_overflow_is_refused(tokenizer):
+    with pytest.raises(ValueError, match=r"'overflow': expected one of \['truncate', 'drop'\]"):
+        _tokenise(tokenizer, overflow="cut")
 
 
 def test_max_length_too_small_for_every_pair_is_a_clear_error(tokenizer):

@@ -175,8 +175,13 @@ def test_bad_training_parameters_name_the_parameter(override, needle):
 
 def test_splits_too_small_for_an_episode_fail_before_training():
     data, train_rows, val_rows = tiny_setup()
-    with pytest.raises(ConfigError, match="validation split has 5"):
+    with pytest.raises(ConfigError, match="validation split has 5") as err:
         train(make_model(), data, train_rows, val_rows[:5], tiny_config())
+    # the smallest change that works is named: max_context 3 + num_targets 2 = 5 pairs
+    assert "with 5 pairs, max_context 3 and num_targets 2 (or smaller) would fit" in str(err.value)
+    with pytest.raises(ConfigError, match="train split has 5") as err:
+        train(make_model(), data, train_rows[:5], val_rows, tiny_config())
+    assert "max_context 3 and num_targets 5" in str(err.value)  # training: context ⊆ targets
 
 
 def test_checkpoint_selected_by_accuracy():

@@ -565,6 +565,19 @@ def test_malformed_json_lines_name_file_line_and_column(tmp_path, line, needle):
         load_raw("local", local_path=path)
 
 
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_a_local_file_without_completions_names_the_file_and_the_column(tmp_path, suffix):
+    records = [{k: v for k, v in r.items() if k != "completions"} for r in generate_records(3)]
+    path = tmp_path / f"raw.{suffix}"
+    if suffix == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        pq.write_table(pa.Table.from_pylist(records), path)
+    with pytest.raises(RawDataError) as raised:
+        load_raw("local", local_path=path)
+    assert str(path) in str(raised.value) and "'completions'" in str(raised.value)
+
+
 def test_local_path_without_files(tmp_path):
     with pytest.raises(RawDataError, match="No raw UltraFeedback files"):
         load_raw("local", local_path=tmp_path / "*.jsonl")

@@ -33,6 +33,7 @@ from steerable_alignment.embedding.text import (
     resolve_input_format,
     tokenize_text,
     tokenize_texts,
+    truncate_texts,
 )
 
 __all__ = [
@@ -56,5 +57,6 @@ __all__ = [
     "token_budget_batches",
     "tokenize_text",
     "tokenize_texts",
+    "truncate_texts",
     "unique_texts",
 ]

@@ -21,6 +21,8 @@ from steerable_alignment.models.config import ConfigError
 
 POOLINGS = ("mean", "last_token")
 INPUT_FORMATS = ("auto", "chat", "pair")
+#: What happens to a text longer than ``max_length`` (see :class:`EmbeddingConfig`).
+OVERFLOWS = ("truncate", "drop")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 OUTPUT_DTYPES = ("float32", "float16")
 PACKAGE_PREFIX = "package:"
@@ -48,10 +50,17 @@ class EmbeddingConfig:
             (``chat`` when a chat template is available, else ``pair``).
         chat_template: a Jinja chat template used instead of the tokenizer's
             (for base models that ship none); ``None`` keeps the tokenizer's.
-        max_length: longest (prompt, response) text in tokens. Longer texts are
-            never truncated: their pairs are dropped from the output (counted
-            and logged), so the features file may have fewer rows than the
-            pairs table; its ``pair_id`` says which pairs it holds.
+        max_length: longest (prompt, response) text in tokens; what happens to
+            a longer one is ``overflow``'s choice.
+        overflow: ``truncate`` (default): a longer text is cut to
+            ``max_length`` tokens, keeping every template token, the start of
+            the prompt and the start of the response (the response keeps at
+            least half of the room; :func:`~.text.truncate_texts`), counted
+            and logged per data set. ``drop``: the pairs that use a longer
+            text are left out of the output (counted and logged), so the
+            features file may have fewer rows than the pairs table; its
+            ``pair_id`` says which pairs it holds. Texts whose template alone
+            leaves no room are dropped under either rule.
         batch_tokens: token budget of one batch: ``batch size x longest text``
             of a batch never exceeds it (texts are sorted by length first).
         shard_size: unique texts per shard (the unit of resumption).
@@ -71,6 +80,7 @@ class EmbeddingConfig:
     input_format: str = "auto"
     chat_template: str | None = None
     max_length: int = 256
+    overflow: str = "truncate"
     batch_tokens: int = 2048
     shard_size: int = 1024
     shard_dir: str | None = None
@@ -129,6 +139,7 @@ class EmbeddingConfig:
         choices = {
             "pooling": POOLINGS,
             "input_format": INPUT_FORMATS,
+            "overflow": OVERFLOWS,
             "dtype": MODEL_DTYPES,
             "output_dtype": OUTPUT_DTYPES,
         }

@@ -6,8 +6,9 @@ The steps, in order (nothing heavy is loaded before the checks pass):
    the device;
 2. collect the distinct (prompt, response) texts: every completion appears
    in several pairs but is embedded once;
-3. tokenise them (:mod:`.text`) and drop those longer than ``max_length``
-   together with every pair that uses one (counted and logged);
+3. tokenise them (:mod:`.text`); a text longer than ``max_length`` is cut to
+   fit (``overflow: truncate``) or dropped together with every pair that uses
+   it (``overflow: drop``), counted and logged either way;
 4. sort the kept texts longest first and cut them into shards of
    ``shard_size``; process ``r`` of ``W`` embeds shards ``r, r+W, ...`` that
    are not already finished on disk, in token-budget batches
@@ -44,6 +45,7 @@ from steerable_alignment.embedding.text import (
     TokenizedTexts,
     resolve_input_format,
     tokenize_texts,
+    truncate_texts,
 )
 from steerable_alignment.models.config import ConfigError
 
@@ -118,6 +120,7 @@ VALUE_SETTINGS = (
     "input_format",
     "chat_template",
     "max_length",
+    "overflow",
     "dtype",
     "output_dtype",
 )
@@ -189,7 +192,9 @@ class EmbeddingStats:
         num_pairs: rows of the pairs table.
         num_pairs_kept: rows in the features (pairs whose two texts fit).
         num_texts: distinct (prompt, response) texts.
-        num_texts_dropped: texts longer than ``max_length``.
+        num_texts_dropped: texts longer than ``max_length``, left out.
+        num_texts_truncated: texts longer than ``max_length``, cut to fit
+            (``overflow: truncate``).
         num_shards: shards of the kept texts.
         shards_reused: shards of this process found finished on disk.
         texts_embedded: texts this process put through the model in this run.
@@ -208,6 +213,7 @@ class EmbeddingStats:
     tokens_embedded: int
     padded_tokens: int
     seconds: float
+    num_texts_truncated: int = 0
 
 
 @dataclass(frozen=True)
@@ -440,12 +446,25 @@ def embed_pairs(
     tokens = tokenize_texts(
         tokenizer, texts.prompts, texts.responses, input_format, config.chat_template
     )
+    num_truncated = 0
+    if config.overflow == "truncate":
+        tokens, truncated = truncate_texts(tokens, config.max_length)
+        num_truncated = int(truncated.sum())
+        if num_truncated:
+            logger.warning(
+                "%s: %d of %d distinct texts are longer than max_length=%d tokens: cut to fit, "
+                "keeping the start of the prompt and of the response (overflow: truncate)",
+                config.name,
+                num_truncated,
+                len(truncated),
+                config.max_length,
+            )
     fits = tokens.lengths <= config.max_length  # (U,)
     pair_kept = fits[texts.side_a] & fits[texts.side_b]  # (P,)
     num_dropped = int((~fits).sum())
     if num_dropped:
         logger.warning(
-            "%s: %d of %d distinct texts are longer than max_length=%d tokens: dropping them "
+            "%s: %d of %d distinct texts do not fit in max_length=%d tokens: dropping them "
             "and the %d pair(s) that use them (%d pairs kept)",
             config.name,
             num_dropped,
@@ -491,6 +510,7 @@ def embed_pairs(
             "input_format": input_format,
             "chat_template": config.chat_template,
             "max_length": config.max_length,
+            "overflow": config.overflow,
             "dtype": config.dtype,
             "output_dtype": config.output_dtype,
             "shard_size": config.shard_size,
@@ -561,6 +581,7 @@ def embed_pairs(
         tokens_embedded=tokens_embedded,
         padded_tokens=padded_tokens,
         seconds=time.perf_counter() - started,
+        num_texts_truncated=num_truncated,
     )
     logger.info(
         "%s: %d texts embedded in %.1f s (%d shard(s) reused); features %s",

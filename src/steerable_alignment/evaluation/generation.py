@@ -129,13 +129,25 @@ class SamplingConfig:
         max_new_tokens: new tokens per answer at most.
         temperature: softmax temperature; 0 is greedy decoding.
         top_p: nucleus sampling mass (1.0: off).
+        top_k: sample among the ``top_k`` likeliest tokens (0: off). 50 is
+            what transformers applies when neither the call nor the model's
+            ``generation_config`` sets it.
+        repetition_penalty: divides the logits of tokens already in the
+            sequence (1.0: off).
         batch_size: prompts per ``generate()`` call.
         seed: seeds every batch (batch ``b`` uses ``seed`` and its first prompt's index).
+
+    Every sampling parameter is passed to ``generate()`` explicitly, so a
+    model's own ``generation_config.json`` (Qwen2.5-Instruct's sets
+    ``top_k: 20`` and ``repetition_penalty: 1.05``) never changes the answers
+    silently.
     """
 
     max_new_tokens: int = 48
     temperature: float = 0.7
     top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.0
     batch_size: int = 16
     seed: int = 0
 
@@ -161,6 +173,14 @@ class SamplingConfig:
             raise fail("temperature", "a number >= 0")
         if not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1:
             raise fail("top_p", "a number in (0, 1]")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise fail("top_k", "an integer >= 0 (0: off)")
+        if (
+            isinstance(self.repetition_penalty, bool)
+            or not isinstance(self.repetition_penalty, int | float)
+            or self.repetition_penalty <= 0
+        ):
+            raise fail("repetition_penalty", "a number > 0 (1.0: off)")
 
     def generate_kwargs(self, tokenizer: Any) -> dict[str, Any]:
         """Keyword arguments of ``generate()``."""
@@ -168,9 +188,15 @@ class SamplingConfig:
             "max_new_tokens": self.max_new_tokens,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
+            "repetition_penalty": float(self.repetition_penalty),
         }
         if self.temperature > 0:
-            kwargs.update(do_sample=True, temperature=float(self.temperature), top_p=self.top_p)
+            kwargs.update(
+                do_sample=True,
+                temperature=float(self.temperature),
+                top_p=float(self.top_p),
+                top_k=int(self.top_k),
+            )
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs

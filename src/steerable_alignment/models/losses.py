@@ -33,11 +33,19 @@ def dpl_log_probs(
     ``P(b ≻ a) = Φ((μ_b − μ_a) / sqrt(s_a² + s_b²))``, evaluated with
     ``log_ndtr`` so that confident predictions keep finite gradients.
 
+    The probit is computed in float32 outside any autocast region, whatever
+    the inputs' dtype: ``log_ndtr`` has no bfloat16 kernel on CPU, and in
+    bfloat16 its tail would lose the precision the loss needs.
+
     Returns:
-        (..., 2) log-probabilities of choice 0 and choice 1.
+        (..., 2) float32 (or float64, for float64 inputs) log-probabilities of
+        choice 0 and choice 1.
     """
-    z = (mean_b - mean_a) / torch.sqrt(std_a.square() + std_b.square())
-    return torch.stack([torch.special.log_ndtr(-z), torch.special.log_ndtr(z)], dim=-1)
+    dtype = torch.promote_types(mean_a.dtype, torch.float32)
+    with torch.autocast(device_type=mean_a.device.type, enabled=False):
+        mean_a, std_a, mean_b, std_b = (t.to(dtype) for t in (mean_a, std_a, mean_b, std_b))
+        z = (mean_b - mean_a) / torch.sqrt(std_a.square() + std_b.square())
+        return torch.stack([torch.special.log_ndtr(-z), torch.special.log_ndtr(z)], dim=-1)
 
 
 def choice_nll(log_probs: torch.Tensor, choices: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,12 @@ response tokenised on its own plus the tokenizer's ``eos_token`` (the
 end-of-turn token of ChatML and Llama-3 chat models), and the number of such
 sequences is logged.
 
-Nothing is ever truncated: a pair whose longer sequence exceeds ``max_length``
-is dropped and counted (:class:`TokenisationReport`); if no pair fits, an
+A sequence longer than ``max_length`` is handled by ``overflow``:
+``truncate`` (the default) keeps the whole prompt part and the *start* of the
+response, cutting its end (and the end-of-turn token with it: a cut response
+did not stop there); ``drop`` leaves the pair out. Either way the affected
+pairs are counted (:class:`TokenisationReport`), and a pair whose prompt part
+alone leaves no room for one response token is dropped. If no pair fits, an
 error names ``max_length`` and the lengths needed. :func:`fit_max_length`
 suggests a ``max_length`` from the data.
 
@@ -43,6 +47,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ("pair_id", "prompt", "response_a", "response_b")
+#: What happens to a sequence longer than ``max_length`` (module docstring).
+OVERFLOWS = ("truncate", "drop")
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,10 @@ class TokenisationReport:
     Attributes:
         pairs_in: pairs given.
         pairs_kept: pairs whose two sequences fit ``max_length``.
-        pairs_dropped: pairs dropped because a sequence exceeded ``max_length``.
+        pairs_dropped: pairs dropped because a sequence exceeded ``max_length``
+            (with ``overflow: truncate``, only pairs whose prompt part leaves
+            no room for a response token).
+        pairs_truncated: kept pairs with a response cut to fit (``truncate``).
         max_length: the limit applied.
         longest_kept: the longest kept sequence (the ``L`` of the tensors).
         longest_needed: the longest sequence over all pairs.
@@ -144,6 +153,7 @@ class TokenisationReport:
     longest_kept: int
     longest_needed: int
     prefix_fallbacks: int
+    pairs_truncated: int = 0
 
 
 @dataclass(frozen=True)
@@ -329,8 +339,9 @@ def tokenise_pairs(
     responses_b: Sequence[str],
     pair_ids: Sequence[int],
     max_length: int,
+    overflow: str = "truncate",
 ) -> tuple[PolicyPairs, TokenisationReport]:
-    """Tokenise preference pairs for the policy, dropping (and counting) pairs that do not fit.
+    """Tokenise preference pairs for the policy; sequences that do not fit are cut or dropped.
 
     Args:
         tokenizer: a transformers tokenizer with a chat template.
@@ -338,8 +349,10 @@ def tokenise_pairs(
         responses_a: ``P`` responses, first option.
         responses_b: ``P`` responses, second option.
         pair_ids: ``P`` integer pair ids, carried to :attr:`PolicyPairs.pair_id`.
-        max_length: the longest sequence allowed (prompt part + response span);
-            a pair whose longer sequence exceeds it is dropped, never cut.
+        max_length: the longest sequence allowed (prompt part + response span).
+        overflow: ``truncate``: a longer sequence keeps its prompt part and
+            the start of its response; ``drop``: its pair is left out
+            (module docstring).
 
     Returns:
         The kept pairs as tensors (padding with ``pad_token_id``, else
@@ -355,6 +368,10 @@ def tokenise_pairs(
 
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
         raise ValueError(f"Parameter 'max_length' must be a positive integer, got {max_length!r}")
+    if overflow not in OVERFLOWS:
+        raise ValueError(
+            f"Parameter 'overflow': expected one of {list(OVERFLOWS)}, got {overflow!r}"
+        )
     prompts = _check_texts(prompts, "prompt")
     responses_a = _check_texts(responses_a, "response_a")
     responses_b = _check_texts(responses_b, "response_b")
@@ -371,18 +388,27 @@ def tokenise_pairs(
     encoded = _encode_pairs(tokenizer, prompts, responses_a, responses_b)
     lengths = encoded.lengths()  # (P, 2)
     needed = lengths.max(axis=1)  # (P,)
-    keep = np.flatnonzero(needed <= max_length)
+    prompt_lengths = np.array([len(ids) for ids in encoded.prompt_ids], dtype=np.int64)  # (P,)
+    if overflow == "truncate":
+        fits = prompt_lengths < max_length  # (P,) room for at least one response token
+        cut = fits & (needed > max_length)  # (P,)
+        lengths = np.minimum(lengths, max_length)
+    else:
+        fits = needed <= max_length
+        cut = np.zeros_like(fits)
+    keep = np.flatnonzero(fits)
     if keep.size == 0:
         raise ValueError(
             f"Parameter 'max_length' = {max_length} is too small for every pair: the shortest "
             f"pair needs {int(needed.min())} tokens and the longest {int(needed.max())} "
             f"(fit_max_length suggests {fit_max_length(lengths, 0.95)} to keep 95% of them)"
         )
-    width = int(needed[keep].max())
+    width = int(lengths[keep].max())
     input_ids = torch.full((keep.size, 2, width), pad_id, dtype=torch.int64)  # (P, 2, L)
     attention = torch.zeros((keep.size, 2, width), dtype=torch.int64)  # (P, 2, L)
     for row, p in enumerate(keep):
         for side, seq in enumerate(encoded.sequences[p]):
+            seq = seq[:max_length]  # truncate: the end of the response is cut
             input_ids[row, side, : len(seq)] = torch.tensor(seq, dtype=torch.int64)
             attention[row, side, : len(seq)] = 1
     start = torch.tensor(
@@ -405,21 +431,25 @@ def tokenise_pairs(
         longest_kept=width,
         longest_needed=int(needed.max()),
         prefix_fallbacks=encoded.fallbacks,
+        pairs_truncated=int(cut.sum()),
     )
-    log = logger.warning if report.pairs_dropped else logger.info
+    log = logger.warning if report.pairs_dropped or report.pairs_truncated else logger.info
     log(
-        "Tokenised %d pairs: kept %d, dropped %d longer than max_length=%d (longest needed %d)",
+        "Tokenised %d pairs: kept %d (%d with a response cut to fit), dropped %d longer than "
+        "max_length=%d (overflow: %s; longest needed %d)",
         report.pairs_in,
         report.pairs_kept,
+        report.pairs_truncated,
         report.pairs_dropped,
         max_length,
+        overflow,
         report.longest_needed,
     )
     return pairs, report
 
 
 def tokenise_pairs_table(
-    tokenizer: Any, pairs: Any, max_length: int
+    tokenizer: Any, pairs: Any, max_length: int, overflow: str = "truncate"
 ) -> tuple[PolicyPairs, TokenisationReport]:
     """:func:`tokenise_pairs` on a pairs table (DESIGN.md §4) with :data:`PAIR_COLUMNS`.
 
@@ -439,4 +469,5 @@ def tokenise_pairs_table(
         pairs["response_b"].tolist(),
         pairs["pair_id"].to_numpy(),
         max_length,
+        overflow,
     )

@@ -90,8 +90,11 @@ def embed_texts(
         (N, 2, D) float32 features.
 
     Raises:
-        InputError: a text is longer than the embedding model's ``max_length``
-            (the pipeline drops such pairs; here it names the line).
+        InputError: a text does not fit in the embedding model's
+            ``max_length`` (with ``overflow: drop``, or a template that leaves
+            no room; the pipeline drops such pairs, here it names the line).
+            With ``overflow: truncate`` (the default) a longer text is cut to
+            fit, as the pipeline cuts it, and a warning says how many were.
         SteeringError: the embedding model's size is not ``dim``.
     """
     config = dataclasses.replace(config, shard_dir=None, progress=False)
@@ -104,13 +107,23 @@ def embed_texts(
         }
     )
     result = embed_pairs(pairs, config, pairs_name=str(path))
+    if result.stats.num_texts_truncated:
+        logger.warning(
+            "%s: %d text(s) longer than the embedding model's limit of %d tokens were cut to "
+            "fit, as the pipeline cuts them (parameter '%s.overflow': truncate)",
+            path,
+            result.stats.num_texts_truncated,
+            config.max_length,
+            config.prefix,
+        )
     kept = set(result.features["pair_id"].tolist())
     dropped = [line for line in lines if line not in kept]
     if dropped:
         raise InputError(
-            f"{path}, line {dropped[0]}: a (prompt, response) text is longer than the "
-            f"embedding model's limit of {config.max_length} tokens (parameter "
-            f"'{config.prefix}.max_length'); shorten it ({len(dropped)} line(s): {dropped[:10]})"
+            f"{path}, line {dropped[0]}: a (prompt, response) text does not fit in the "
+            f"embedding model's limit of {config.max_length} tokens (parameters "
+            f"'{config.prefix}.max_length', '{config.prefix}.overflow': {config.overflow}); "
+            f"shorten it ({len(dropped)} line(s): {dropped[:10]})"
         )
     features = result.features["features"].float()  # (N, 2, D)
     if features.shape[-1] != dim:

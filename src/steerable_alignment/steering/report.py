@@ -119,6 +119,8 @@ def answers_json(
                     "max_new_tokens": options.max_new_tokens,
                     "temperature": options.temperature,
                     "top_p": options.top_p,
+                    "top_k": options.top_k,
+                    "repetition_penalty": options.repetition_penalty,
                     "seed": options.seed,
                 },
                 "answers": [
@@ -140,8 +142,10 @@ def answers_text(
     sampling = (
         "greedy"
         if options.temperature == 0
-        else f"temperature {options.temperature}, top_p {options.top_p}"
+        else f"temperature {options.temperature}, top_p {options.top_p}, top_k {options.top_k}"
     )
+    if options.repetition_penalty != 1.0:
+        sampling += f", repetition penalty {options.repetition_penalty}"
     lines = [
         f"NP-DPO answers: {info.header()}",
         f"{sampling}, at most {options.max_new_tokens} new tokens, seed {options.seed}",

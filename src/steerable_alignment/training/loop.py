@@ -35,6 +35,7 @@ from steerable_alignment.episodes.sampler import (
     TrainingEpisodeSampler,
     make_evaluation_episodes,
 )
+from steerable_alignment.episodes.sizes import too_small_hint
 from steerable_alignment.evaluation.metrics import predict_episodes, summarise, target_choices
 from steerable_alignment.models.config import ConfigError, config_from_params
 from steerable_alignment.training import checkpointing
@@ -281,9 +282,15 @@ def train(
     needed = {"train": config.num_targets, "validation": config.max_context + config.num_targets}
     for split, rows in (("train", train_rows), ("validation", val_rows)):
         if len(rows) < needed[split]:
+            hint = too_small_hint(
+                len(rows),
+                config.max_context,
+                config.num_targets,
+                context_in_targets=split == "train",
+            )
             raise ConfigError(
                 f"Parameters 'training.num_targets'/'training.max_context': an episode needs "
-                f"{needed[split]} distinct pairs but the {split} split has {len(rows)}"
+                f"{needed[split]} distinct pairs but the {split} split has {len(rows)}{hint}"
             )
     checkpoints = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     signature = _signature(config, model, data, train_rows, val_rows) if checkpoints else {}

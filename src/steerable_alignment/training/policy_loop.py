@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from steerable_alignment.embedding.distributed import Processes, current_processes
 from steerable_alignment.episodes.sampler import make_evaluation_episodes, sample_distinct
+from steerable_alignment.episodes.sizes import too_small_hint
 from steerable_alignment.evaluation.metrics import score_targets
 from steerable_alignment.evaluation.policy_metrics import (
     PolicyData,
@@ -592,9 +593,16 @@ def _check_data(policy: PolicyModel, data: PolicyData, config: PolicyTrainingCon
     for split, count in needed.items():
         rows = data.splits.get(split, torch.empty(0, dtype=torch.long))
         if len(rows) < count:
+            hint = too_small_hint(
+                len(rows),
+                config.max_context,
+                config.num_targets,
+                context_in_targets=split == "train",
+            )
             raise ConfigError(
                 f"Parameters 'training.num_targets'/'training.max_context': an episode needs "
-                f"{count} distinct pairs but the {split} split has {len(rows)} tokenised pairs"
+                f"{count} distinct pairs but the {split} split has {len(rows)} tokenised "
+                f"pairs{hint}"
             )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from steerable_alignment.episodes.sizes import too_small_hint
 from steerable_alignment.models.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -113,9 +114,11 @@ def tokenise_policy_pairs(
         pairs: the pairs table (``pair_id``, ``prompt``, ``response_a``,
             ``response_b``, ``split``).
         data: the data set's ``name`` (for messages).
-        tokenise: ``max_length`` (pairs with a longer sequence are dropped and
-            counted, never cut), ``max_pairs`` (null, or per split a cap on
-            the pairs tokenised: the CPU budget) and ``seed`` (the subset).
+        tokenise: ``max_length``, ``overflow`` (``truncate``, the default: a
+            longer sequence keeps its prompt and the start of its response;
+            ``drop``: its pair is left out; counted either way),
+            ``max_pairs`` (null, or per split a cap on the pairs tokenised:
+            the CPU budget) and ``seed`` (the subset).
 
     Returns:
         The tensors of a ``PolicyPairs`` (``input_ids (P, 2, L)``,
@@ -126,10 +129,17 @@ def tokenise_policy_pairs(
         ConfigError: a bad parameter, or ``max_length`` too small for every pair.
     """
     name = f"dpo.{data['name']}.tokenise"
-    _check_keys(tokenise, name, {"max_length"}, {"max_pairs", "seed"})
+    _check_keys(tokenise, name, {"max_length"}, {"max_pairs", "seed", "overflow"})
     max_length = tokenise["max_length"]
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 1:
         raise ConfigError(f"Parameter '{name}.max_length': an integer > 1, got {max_length!r}")
+    from steerable_alignment.policy_data.tokenise import OVERFLOWS
+
+    overflow = tokenise.get("overflow", "truncate")
+    if overflow not in OVERFLOWS:
+        raise ConfigError(
+            f"Parameter '{name}.overflow': expected one of {list(OVERFLOWS)}, got {overflow!r}"
+        )
     if "split" not in pairs.columns:
         raise ConfigError(f"Dataset '{data['name']}.pairs' has no 'split' column")
     from steerable_alignment.evaluation.policy_metrics import policy_pairs_to_tensors
@@ -137,18 +147,22 @@ def tokenise_policy_pairs(
 
     subset = _select_subset(pairs, tokenise.get("max_pairs"), int(tokenise.get("seed", 0)), name)
     try:
-        policy_pairs, report = tokenise_pairs_table(base_policy.tokenizer, subset, max_length)
+        policy_pairs, report = tokenise_pairs_table(
+            base_policy.tokenizer, subset, max_length, overflow
+        )
     except ValueError as err:
         raise ConfigError(
             f"Parameter '{name}.max_length' (data set '{data['name']}'): {err}"
         ) from err
     logger.info(
-        "%s.policy_pairs: %d of %d pairs tokenised (%d selected); %d dropped as longer than "
-        "max_length=%d (longest needed %d, longest kept %d); %d prefix fallbacks",
+        "%s.policy_pairs: %d of %d pairs tokenised (%d selected); %d cut to fit and %d "
+        "dropped as longer than max_length=%d (longest needed %d, longest kept %d); %d prefix "
+        "fallbacks",
         data["name"],
         report.pairs_kept,
         len(pairs),
         report.pairs_in,
+        report.pairs_truncated,
         report.pairs_dropped,
         report.max_length,
         report.longest_needed,
@@ -165,6 +179,39 @@ def _device(name: str, parameter: str) -> Any:
         return resolve_device(name)
     except (RuntimeError, ConfigError) as err:
         raise ConfigError(f"Parameter '{parameter}': {err}") from err
+
+
+#: Host memory the prefix states may take unless ``reference.max_prefix_state_gib`` says more.
+DEFAULT_MAX_PREFIX_STATE_GIB = 16.0
+
+
+def prefix_state_bytes(num_pairs: int, length: int, hidden_size: int) -> int:
+    """Bytes of the float32 prefix states ``(P, 2, L, H)`` of ``num_pairs`` pairs."""
+    return 4 * num_pairs * 2 * length * hidden_size
+
+
+def check_prefix_state_size(
+    num_pairs: int, length: int, hidden_size: int, limit_gib: Any, name: str
+) -> None:
+    """Refuse prefix states larger than ``limit_gib`` GiB, before anything is computed.
+
+    Raises:
+        ConfigError: naming ``<name>.max_prefix_state_gib`` (or a bad value
+            of it), the size the states would take and how to avoid them.
+    """
+    if isinstance(limit_gib, bool) or not isinstance(limit_gib, int | float) or limit_gib <= 0:
+        raise ConfigError(
+            f"Parameter '{name}.max_prefix_state_gib': a number of GiB > 0, got {limit_gib!r}"
+        )
+    needed = prefix_state_bytes(num_pairs, length, hidden_size) / 2**30
+    if needed > limit_gib:
+        raise ConfigError(
+            f"Parameter '{name}.trained_blocks': the prefix states of {num_pairs} pairs x 2 x "
+            f"{length} tokens x {hidden_size} (float32) would take {needed:,.1f} GiB of host "
+            f"memory, over '{name}.max_prefix_state_gib' = {limit_gib} GiB. Set "
+            f"'{name}.trained_blocks: all' (no states kept: every pass runs the whole model), "
+            "fewer pairs ('tokenise.max_pairs'), or raise the limit if the memory is there"
+        )
 
 
 def compute_reference_logps(
@@ -187,7 +234,9 @@ def compute_reference_logps(
         reference: ``batch_size`` (sequences per forward pass), ``device`` and
             ``trained_blocks`` (``all`` — the default, no states kept —,
             ``top_<k>`` or block indices: every block any policy of the data
-            set adapts) and ``prefix_dtype`` (``float32``, the default, or
+            set adapts), ``max_prefix_state_gib`` (the prefix states' host
+            memory limit, default 16 GiB: :func:`check_prefix_state_size`)
+            and ``prefix_dtype`` (``float32``, the default, or
             ``bfloat16``: the lower blocks run under bf16 autocast, ~2.4x
             faster on a CPU with AVX512-BF16; the states are stored in
             float32, and the reference, training and evaluation all start from
@@ -200,7 +249,12 @@ def compute_reference_logps(
         ``blocks`` (the cut, 0 when off) and ``states (P, 2, L, H)`` float32.
     """
     name = f"dpo.{data['name']}.reference"
-    _check_keys(reference, name, {"batch_size"}, {"device", "trained_blocks", "prefix_dtype"})
+    _check_keys(
+        reference,
+        name,
+        {"batch_size"},
+        {"device", "trained_blocks", "prefix_dtype", "max_prefix_state_gib"},
+    )
     import copy
 
     import torch
@@ -242,6 +296,14 @@ def compute_reference_logps(
     )
     batch_size = int(reference["batch_size"])
     num_pairs, _, length = sequences.input_ids.shape
+    if cut > 0:  # before any model work: the states are one float32 tensor in host memory
+        check_prefix_state_size(
+            num_pairs,
+            length,
+            model.config.hidden_size,
+            reference.get("max_prefix_state_gib", DEFAULT_MAX_PREFIX_STATE_GIB),
+            name,
+        )
     states = None
     if cut > 0:
         first = torch.arange(min(num_pairs, 2))
@@ -314,7 +376,7 @@ def _policy_data(
             prefix_states=prefix_states["states"],  # (P, 2, L, H)
             prefix_blocks=int(prefix_states["blocks"]),
         )
-    return PolicyData.align(
+    aligned = PolicyData.align(
         sequences,
         split.data.features,
         features["pair_id"],
@@ -322,6 +384,18 @@ def _policy_data(
         split.data.objectives,
         split.splits,
     )
+    log = logger.warning if len(aligned) < len(sequences) else logger.info
+    log(
+        "%s: %d of %d pairs have features and %d were tokenised for the policy; %d have both "
+        "(%d tokenised pairs lack features: left out by the embedding step)",
+        data["name"],
+        len(features["pair_id"]),
+        len(pairs),
+        len(sequences),
+        len(aligned),
+        len(sequences) - len(aligned),
+    )
+    return aligned
 
 
 def _reference_cache(reference_logps: dict[str, Any], policy_data: Any) -> Any:
@@ -371,6 +445,9 @@ def make_policy_evaluation_episodes(
             f"Parameter 'dpo.{data['name']}.evaluation.context_sizes'/'num_targets': episodes "
             f"need {needed} distinct pairs but split '{evaluation['split']}' has {len(rows)} "
             "tokenised pairs (see 'tokenise.max_pairs' and 'tokenise.max_length')"
+            + too_small_hint(
+                len(rows), max_context, evaluation["num_targets"], context_in_targets=False
+            )
         )
     episodes = make_evaluation_episodes(
         rows,

@@ -429,13 +429,23 @@ def score_answers(
         pairs_name=f"{name} generated answers",
     )
     kept = result.features["pair_id"].numpy()
+    if result.stats.num_texts_truncated:
+        logger.warning(
+            "%s: %d of %d generated texts exceed the embedding model's max_length=%d: the "
+            "learned judges score them cut to fit (overflow: truncate)",
+            name,
+            result.stats.num_texts_truncated,
+            len(texts),
+            config.max_length,
+        )
     if len(kept) < len(texts):
         logger.warning(
-            "%s: %d of %d generated texts exceed the embedding model's max_length and are "
-            "not scored",
+            "%s: %d of %d generated texts do not fit in the embedding model's max_length and "
+            "are not scored (overflow: %s)",
             name,
             len(texts) - len(kept),
             len(texts),
+            config.overflow,
         )
     embedded = result.features["features"][:, 0].float()  # (N, D)
     scored = texts.iloc[kept].reset_index(drop=True)

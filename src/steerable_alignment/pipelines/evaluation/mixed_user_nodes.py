@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 from kedro.pipeline import Pipeline, node
 
+from steerable_alignment.episodes.sizes import too_small_hint
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.pipelines.evaluation.nodes import (
     _unstack_predictions,
@@ -189,6 +190,9 @@ def make_mixed_user_episodes(
             f"Parameter 'mixed_users.{data['name']}.context_sizes'/'num_targets': episodes need "
             f"{needed} distinct pairs but split '{config.split}' of '{data['name']}' has "
             f"{len(rows)}"
+            + too_small_hint(
+                len(rows), config.max_context, config.num_targets, context_in_targets=False
+            )
         )
     episodes = make_evaluation_episodes(
         rows,

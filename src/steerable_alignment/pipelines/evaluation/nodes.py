@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from steerable_alignment.episodes.sizes import too_small_hint
 from steerable_alignment.models.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -104,9 +105,12 @@ def make_evaluation_episodes(
     max_context = max(evaluation["context_sizes"])
     needed = max_context + evaluation["num_targets"]
     if len(rows) < needed:
+        hint = too_small_hint(
+            len(rows), max_context, evaluation["num_targets"], context_in_targets=False
+        )
         raise ConfigError(
             f"Parameter 'evaluation.context_sizes'/'num_targets': episodes need {needed} distinct "
-            f"pairs but split '{evaluation['split']}' of '{data['name']}' has {len(rows)}"
+            f"pairs but split '{evaluation['split']}' of '{data['name']}' has {len(rows)}{hint}"
         )
     episodes = draw(
         rows,
