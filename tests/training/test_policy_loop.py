@@ -520,3 +520,40 @@ def test_two_data_parallel_processes_equal_one_with_accumulation(base_folder, da
     # the main process wrote the checkpoints, with each process's RNG state
     state = load_file(tmp_path / "checkpoints/step-00000002/state.safetensors")
     assert {"rng.0.torch", "rng.1.torch"} <= set(state)
+
+
+def test_a_checkpoint_made_from_other_inputs_is_refused_naming_what_changed(
+    base_folder, data, tmp_path
+):
+    """Issue 14: resuming (or returning a finished run) must not silently keep what the
+    checkpoint was made from when the reference, the base weights or the warm start change."""
+    directory = str(tmp_path / "ck")
+    config = _config(max_steps=2, checkpoint_every=2, checkpoint_dir=directory)
+    reference = ReferenceLogps.empty(len(data))
+    rows = torch.arange(len(data))
+    with torch.no_grad():
+        for side in (0, 1):
+            batch = pair_sequences(data.sequences, rows, torch.full_like(rows, side))
+            reference.values[:, side] = base_model_logps(load_causal_lm(base_folder), batch)
+    reference.known[:] = True
+    train_policy(_policy(base_folder), data, config, reference=copy_reference(reference))
+    # the same inputs: the finished run is returned
+    again = train_policy(_policy(base_folder), data, config, reference=copy_reference(reference))
+    assert again.resumed_from == 2
+    shifted = copy_reference(reference)
+    shifted.values += 5.0
+    with pytest.raises(ConfigError, match=r"'reference': \("):
+        train_policy(_policy(base_folder), data, config, reference=shifted)
+    other_base = _policy(base_folder)
+    with torch.no_grad():
+        next(p for p in other_base.parameters() if not p.requires_grad).mul_(1.01)
+    with pytest.raises(ConfigError, match=r"'base_weights': \("):
+        train_policy(other_base, data, config, reference=copy_reference(reference))
+    warm = _policy(base_folder)
+    warm.warm_start_digest = "another encoder"
+    with pytest.raises(ConfigError, match=r"'warm_start': \(None, 'another encoder'\)"):
+        train_policy(warm, data, config, reference=copy_reference(reference))
+
+
+def copy_reference(reference):
+    return ReferenceLogps(reference.values.clone(), reference.known.clone())

@@ -14,8 +14,9 @@ costs only torch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,6 +48,26 @@ FINGERPRINT_KEYS = (
 )
 # Config attributes that make logits differ from ``lm_head(hidden)``.
 _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale")
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor], max_values: int = 65_536) -> str:
+    """A short hash of named tensors: names, dtypes, shapes and (up to) ``max_values`` evenly
+    spaced values of each, exactly (so another model, dtype or warm start changes it)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        flat = tensor.reshape(-1)
+        step = max(1, flat.numel() // max_values)
+        digest.update(flat[::step].float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def base_weights_digest(policy_model: nn.Module) -> str:
+    """:func:`tensors_digest` of every frozen parameter (the base model's weights)."""
+    return tensors_digest(
+        {n: p for n, p in policy_model.named_parameters() if not p.requires_grad}
+    )
 
 
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
@@ -116,6 +137,8 @@ class PolicyModel(nn.Module):
         #: The lowest block with adapters or FiLM: cached states may stand for the blocks below.
         self.lowest_adapted_block = min(lora_layers)
         self._in_reference_mode = False
+        #: Digest of the weights the context encoder started from (None: a random start).
+        self.warm_start_digest: str | None = None
         device = next(base_model.parameters()).device
         self.film: FiLMConditioner | None = None
         self.context_encoder: ContextEncoder | None = None
@@ -229,6 +252,7 @@ class PolicyModel(nn.Module):
                 "'policy.latent_dim' to the reward model's sizes (a deterministic NP-BTL model)"
             )
         self.context_encoder.load_state_dict(theirs)
+        self.warm_start_digest = tensors_digest(theirs)
 
     def conditioned(self, z: torch.Tensor) -> contextlib.AbstractContextManager[None]:
         """Hold ``z`` (S, Z), one row per sequence, for every forward and ``generate()``."""

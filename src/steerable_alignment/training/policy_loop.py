@@ -69,6 +69,7 @@ from steerable_alignment.policy.checkpoint import check_base_model, save_trainab
 from steerable_alignment.policy.config import PolicyConfig
 from steerable_alignment.policy.dpo import DPOOutput, chosen_nll, dpo_loss
 from steerable_alignment.policy.logps import response_token_counts
+from steerable_alignment.policy.model import base_weights_digest, tensors_digest
 from steerable_alignment.training import checkpointing
 from steerable_alignment.training.loop import (
     DTYPES,
@@ -558,17 +559,49 @@ def data_digest(data: PolicyData) -> str:
     return digest.hexdigest()[:16]
 
 
-def _signature(config: PolicyTrainingConfig, policy: PolicyModel, data: PolicyData) -> dict:
+def reference_digest(reference: ReferenceLogps | None) -> str | None:
+    """A short hash of the reference log-probs given to a run (those known at its start)."""
+    if reference is None:
+        return None
+    known = reference.known.bool()
+    values = torch.where(known[:, None], reference.values, torch.zeros_like(reference.values))
+    return tensors_digest({"values": values, "known": known}, max_values=1 << 40)
+
+
+def _signature(
+    config: PolicyTrainingConfig,
+    policy: PolicyModel,
+    data: PolicyData,
+    reference: ReferenceLogps | None = None,
+) -> dict:
+    """What a checkpoint was made from; a resumed or returned run must match it exactly.
+
+    Beside the configurations and the data: the base model's weights (a
+    sampled digest, so another model of the same architecture or another
+    dtype is refused), the context encoder's warm start, the reference
+    log-probs given at the start and the cached prefix states.
+    """
     training = {
         k: v
         for k, v in config.to_dict().items()
         if k not in RESUMABLE_CHANGES
         and not (k in SIGNATURE_DEFAULTS and v == SIGNATURE_DEFAULTS[k])
     }
+    sequences = data.sequences
+    prefix = None
+    if sequences.prefix_states is not None:
+        prefix = {
+            "blocks": int(sequences.prefix_blocks),
+            "digest": tensors_digest({"states": sequences.prefix_states}),
+        }
     return {
         "training": training,
         "policy": policy.config.to_dict(),
         "base_model": policy.base_fingerprint,
+        "base_weights": base_weights_digest(policy),
+        "warm_start": policy.warm_start_digest,
+        "reference": reference_digest(reference),
+        "prefix_states": prefix,
         "data": {
             "pairs": len(data),
             "objectives": list(data.objectives),
@@ -674,7 +707,7 @@ def train_policy(
         betas=config.betas,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(config, step))
-    signature = _signature(config, policy, data)
+    signature = _signature(config, policy, data, reference)
     state = _LoopState()
     checkpoints = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     latest = checkpointing.latest_checkpoint(checkpoints) if checkpoints else None

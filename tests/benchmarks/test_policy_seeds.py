@@ -1,0 +1,69 @@
+"""benchmarks/policy_seeds.py without training: the headline figures from one seed's tables."""
+
+import importlib.util
+
+import pandas as pd
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    spec = importlib.util.spec_from_file_location(
+        "policy_seeds", PROJECT_ROOT / "benchmarks" / "policy_seeds.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tables():
+    accuracy = {
+        ("nppl_mixed", "helpfulness"): 0.98,
+        ("nppl_mixed", "honesty"): 0.99,
+        ("btl_helpfulness", "helpfulness"): 0.96,
+        ("btl_honesty", "honesty"): 0.99,
+        ("btl_mixed", "helpfulness"): 0.86,
+        ("btl_mixed", "honesty"): 0.10,
+    }
+    metrics = pd.DataFrame(
+        [
+            {"model": m, "objective": o, "num_context": 10, "accuracy": a}
+            for (m, o), a in accuracy.items()
+        ]
+        + [{"model": "nppl_mixed", "objective": "honesty", "num_context": 3, "accuracy": 0.5}]
+    )
+    gap = pd.DataFrame(
+        {
+            "objective": ["helpfulness", "honesty"],
+            "num_context": [10, 10],
+            "gap": [3.5, 4.9],
+            "judge_gap": [0.0, 0.2],
+        }
+    )
+    rows = []
+    for model, nll, distinct in (("nppl_mixed", 1.6, 0.9), ("btl_mixed", 1.1, 0.97)):
+        for user in ("helpfulness", "honesty"):
+            rows.append(
+                {
+                    "model": model,
+                    "user": user,
+                    "num_context": 10,
+                    "objective": "helpfulness",
+                    "base_nll": nll + (0.1 if user == "honesty" else 0),
+                    "distinct_2": distinct,
+                }
+            )
+    return {"dpo_metrics": metrics, "steering_gap": gap, "generation_rewards": pd.DataFrame(rows)}
+
+
+def test_headline_figures_by_hand(seeds):
+    out = seeds.headline(_tables(), 10)
+    assert out["acc NP-DPO - BTL-DPO(helpfulness), helpfulness users"] == pytest.approx(2.0)
+    assert out["acc NP-DPO - BTL-DPO(honesty), honesty users"] == pytest.approx(0.0)
+    # pooled over objectives: ((0.98 - 0.86) + (0.99 - 0.10)) / 2
+    assert out["acc NP-DPO - BTL-DPO-mixed, pooled"] == pytest.approx(50.5)
+    assert out["RM steering gap, honesty"] == 4.9 and out["judge steering gap, honesty"] == 0.2
+    assert out["NP-DPO base NLL, honesty users"] == pytest.approx(1.7)
+    assert out["BTL-DPO-mixed base NLL"] == pytest.approx(1.1)
