@@ -53,31 +53,36 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests/models/tiny_causal_lm.py: the ChatML tokenizer
 
-#: Public config.json values of Meta-Llama-3-8B and Qwen2.5-1.5B-Instruct (see
-#: steerable_alignment.training.memory.KNOWN_CONFIGS), and 2-block stand-ins.
+
+def _real(name: str, **extra: object) -> dict:
+    """A real model's config.json size fields (the planner's table) plus ``extra``."""
+    from steerable_alignment.training.memory import KNOWN_CONFIGS
+
+    return {**{k: v for k, v in KNOWN_CONFIGS[name].items() if k != "num_parameters"}, **extra}
+
+
+_TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+    "max_position_embeddings": 512,
+}
+#: Meta-Llama-3-8B and Qwen2.5-1.5B-Instruct at their real sizes
+#: (steerable_alignment.training.memory.KNOWN_CONFIGS), and 2-block stand-ins.
 SIZES = {
     "real": {
-        "embedder": {
-            "hidden_size": 4096,
-            "intermediate_size": 14336,
-            "num_hidden_layers": 32,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 8,
-            "vocab_size": 128256,
-            "max_position_embeddings": 8192,
-            "rope_theta": 500000.0,
-        },
-        "policy": {
-            "hidden_size": 1536,
-            "intermediate_size": 8960,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 12,
-            "num_key_value_heads": 2,
-            "vocab_size": 151936,
-            "max_position_embeddings": 32768,
-            "rope_theta": 1000000.0,
-            "tie_word_embeddings": True,
-        },
+        "embedder": _real(
+            "meta-llama/Meta-Llama-3-8B", max_position_embeddings=8192, rope_theta=500000.0
+        ),
+        "policy": _real(
+            "Qwen/Qwen2.5-1.5B-Instruct",
+            max_position_embeddings=32768,
+            rope_theta=1000000.0,
+            tie_word_embeddings=True,
+        ),
         "embed": {"batch": 32, "length": 1024, "batches": 4},
         "bf16": {"sequences": 4, "length": 256},
         "dpo": [
@@ -100,25 +105,8 @@ SIZES = {
         ],
     },
     "tiny": {
-        "embedder": {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": 512,
-            "max_position_embeddings": 256,
-        },
-        "policy": {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": 512,
-            "max_position_embeddings": 512,
-            "tie_word_embeddings": True,
-        },
+        "embedder": _TINY,
+        "policy": {**_TINY, "tie_word_embeddings": True},
         "embed": {"batch": 2, "length": 32, "batches": 2},
         "bf16": {"sequences": 2, "length": 16},
         "dpo": [

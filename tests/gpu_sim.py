@@ -31,6 +31,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.models.tiny_causal_lm import byte_level_bpe
+
 #: Qwen2.5-Instruct's chat template (no tools): a default system turn, then ChatML.
 QWEN25_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}"
@@ -46,6 +48,15 @@ QWEN25_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+#: Both tiny models: 2 blocks of width 64 (the architectures are the real ones).
+TINY_SIZES = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+}
 LLAMA3_SPECIAL = [
     "<|begin_of_text|>",
     "<|end_of_text|>",
@@ -123,21 +134,6 @@ def write_hub_copy(folder: Path, n_prompts: int = 150, seed: int = 0) -> Path:
     return folder
 
 
-def _bpe(corpus: list[str], special: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    backend.train_from_iterator(corpus, trainer)
-    return backend
-
-
 def corpus_of(folder: Path) -> list[str]:
     """Every prompt and response of a hub copy (the tiny tokenizers learn their words)."""
     import pyarrow.parquet as pq
@@ -154,19 +150,14 @@ def save_llama3_embedder(folder: Path, corpus: list[str]) -> Path:
     from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_bpe(corpus, LLAMA3_SPECIAL, 1500),
+        tokenizer_object=byte_level_bpe(corpus, LLAMA3_SPECIAL, 1500),
         bos_token="<|begin_of_text|>",
         eos_token="<|end_of_text|>",
         additional_special_tokens=LLAMA3_SPECIAL[2:],
     )
     config = LlamaConfig(
+        **TINY_SIZES,
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
@@ -187,20 +178,15 @@ def save_qwen25_policy(folder: Path, corpus: list[str]) -> Path:
     )
 
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_bpe(corpus, QWEN_SPECIAL, 1500),
+        tokenizer_object=byte_level_bpe(corpus, QWEN_SPECIAL, 1500),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>"],
     )
     tokenizer.chat_template = QWEN25_TEMPLATE
     config = Qwen2Config(
+        **TINY_SIZES,
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -105,6 +105,22 @@ def tiny_config(vocab_size: int, model_type: str = "qwen2", **overrides: Any):
     return config_class(**{**values, **overrides})
 
 
+def byte_level_bpe(corpus: Sequence[str], special_tokens: Sequence[str], vocab_size: int):
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``corpus`` (decoding is exact)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(corpus, trainer)
+    return backend
+
+
 def chatml_tokenizer(
     chat_template: str | None = CHATML_TEMPLATE,
     corpus: Sequence[str] | None = None,
@@ -120,23 +136,13 @@ def chatml_tokenizer(
 
     ``<|im_end|>`` is the eos token (as in SmolLM2-Instruct); ``<|endoftext|>`` pads.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=CHATML_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
     if corpus is None:
         words = CHATML_WORDS
         corpus = [" ".join(words), *(" ".join(words[i::7]) + "." for i in range(7))] * 20
-    backend.train_from_iterator(corpus, trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
+        tokenizer_object=byte_level_bpe(corpus, CHATML_SPECIAL_TOKENS, vocab_size),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>"],
