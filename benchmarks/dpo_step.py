@@ -148,8 +148,8 @@ def _load(setup: Setup):
 
 def _sequences(setup: Setup, tokenizer):
     """Chosen and rejected :class:`SequenceBatch` of the P pairs, on the device."""
-    from steerable_alignment.evaluation.policy_metrics import pair_sequences
     from steerable_alignment.policy_data import tokenise_pairs
+    from steerable_alignment.policy_data.pairs import pair_sequences
 
     count = len(setup.prompts)
     pairs, _ = tokenise_pairs(
@@ -229,7 +229,8 @@ def _ours(setup: Setup, policy_type: str, reference_in_step: bool) -> Callable[[
 def _deepcopy_reference(setup: Setup) -> Callable[[], None]:
     from peft import LoraConfig, get_peft_model
 
-    from steerable_alignment.policy import SequenceBatch, dpo_loss, sequence_logps
+    from steerable_alignment.policy import dpo_loss, sequence_logps
+    from steerable_alignment.policy_data.pairs import SequenceBatch
 
     args = setup.args
     model, tokenizer = _load(setup)

@@ -26,8 +26,9 @@ import yaml
 from steerable_alignment.episodes.sampler import PreferenceData, TrainingEpisodeSampler
 from steerable_alignment.models.config import RewardModelConfig
 from steerable_alignment.models.reward_models import build_model
+from steerable_alignment.runtime.devices import seeded
 from steerable_alignment.synthetic.task import generate_pairs
-from steerable_alignment.training.loop import TrainingConfig, seeded, train
+from steerable_alignment.training.loop import TrainingConfig, train
 
 PARAMS = "conf/base/parameters_reward_modelling.yml"
 

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from steerable_alignment.contracts import DataContractError, to_preference_data
+from steerable_alignment.contracts import (
+    DataContractError,
+    check_same_embedding,
+    embedding_of,
+    to_preference_data,
+)
 
 OBJECTIVES = ["user_0", "user_1"]
 
@@ -65,3 +70,23 @@ def test_features_may_cover_an_ordered_subset_when_allowed(tiny_synthetic):
     shuffled = {k: v.flip(0) for k, v in subset.items()}
     with pytest.raises(DataContractError, match="order"):
         to_preference_data(pairs, shuffled, OBJECTIVES, "p", "f", allow_missing_features=True)
+
+
+def test_embedding_settings_of_features():
+    assert embedding_of({"features": torch.zeros(1, 2, 3)}, "synthetic.features") is None
+    assert embedding_of({"embedding": '{"model": "m"}'}, "hh.features") == {"model": "m"}
+    with pytest.raises(DataContractError, match="Dataset 'hh.features': entry 'embedding'"):
+        embedding_of({"embedding": "not json"}, "hh.features")
+
+
+def test_features_embedded_otherwise_than_a_model_was_trained_on_are_refused():
+    trained = {"model": "minilm", "max_length": 256, "pooling": "mean"}
+    check_same_embedding(trained, dict(trained), "hh.btl.reward_model", "'hh.features'")
+    check_same_embedding(None, trained, "old model", "x")  # not recorded: nothing to check
+    changed = {**trained, "max_length": 512, "pooling": "last"}
+    with pytest.raises(DataContractError) as err:
+        check_same_embedding(trained, changed, "hh.btl.reward_model", "'hh.features'", "Re-run.")
+    message = str(err.value)
+    assert "'hh.btl.reward_model' was trained on features embedded with other settings" in message
+    assert "max_length: 256 vs 512, pooling: 'mean' vs 'last'" in message
+    assert message.endswith("Re-run.")

@@ -8,6 +8,7 @@ tiny random base policy. The command then runs as a subprocess against it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -511,13 +512,13 @@ def test_a_context_longer_than_the_models_were_trained_for_is_refused(project, t
         result,
         f"{path} holds {size} context pairs but hh.nppl_mixed.reward_model was trained on "
         f"contexts of at most {limits['reward_model']} "
-        "(parameter 'reward_modelling.hh.nppl_mixed.training.max_context')",
+        "(parameter 'reward_modelling.hh.nppl_mixed.training.max_context' when it was trained)",
     )
     result = steer(project, "--context", str(path), "--prompts", str(EXAMPLES / "prompts.jsonl"))
     assert_clean_failure(
         result,
         f"hh.nppl_mixed.policy was trained on contexts of at most {limits['policy']} "
-        "(parameter 'dpo.hh.nppl_mixed.training.max_context')",
+        "(parameter 'dpo.hh.nppl_mixed.training.max_context' when it was trained)",
     )
 
 
@@ -556,3 +557,61 @@ def test_with_overflow_drop_a_text_too_long_names_its_line(tmp_path):
         f"{tmp_path / 'context.jsonl'}, line 2: a (prompt, response) text does not fit" in message
     )
     assert "'embedding.hh.max_length'" in message and "'embedding.hh.overflow': drop" in message
+
+
+@contextlib.contextmanager
+def edited(path: Path, old: str, new: str):
+    """``path`` with ``old`` replaced by ``new`` for the duration of the block."""
+    original = path.read_text()
+    assert old in original, (path, old)
+    path.write_text(original.replace(old, new))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+def test_the_models_recorded_context_size_wins_over_todays_parameters(project, tmp_path):
+    limits = trained_max_context()
+    pairs = read_rows(EXAMPLES / "context_helpful.jsonl")
+    size = max(limits.values()) + 1
+    path = write_jsonl(tmp_path / "context.jsonl", (pairs * size)[:size])
+    conf = project / "conf" / "test"
+    larger = f"max_context: {size + 2}"
+    with (
+        edited(conf / "parameters.yml", "max_context: 3", larger),
+        edited(conf / "parameters_dpo.yml", "max_context: 3", larger),
+    ):
+        result = steer(
+            project, "--context", str(path), "--candidates", str(EXAMPLES / "candidates.jsonl")
+        )
+        assert_clean_failure(
+            result,
+            f"hh.nppl_mixed.reward_model was trained on contexts of at most "
+            f"{limits['reward_model']} (parameter 'reward_modelling.hh.nppl_mixed.training."
+            "max_context' when it was trained)",
+        )
+        prompts = str(EXAMPLES / "prompts.jsonl")
+        result = steer(project, "--context", str(path), "--prompts", prompts)
+        assert_clean_failure(
+            result, f"hh.nppl_mixed.policy was trained on contexts of at most {limits['policy']}"
+        )
+
+
+def test_a_context_embedded_otherwise_than_the_training_features_is_refused(project, tmp_path):
+    context = head(EXAMPLES / "context_helpful.jsonl", TEST_MAX_CONTEXT, tmp_path / "c.jsonl")
+    conf = project / "conf" / "test" / "parameters_embedding.yml"
+    with edited(conf, "    num_threads: 1\n", "    num_threads: 1\n    max_length: 64\n"):
+        result = steer(
+            project, "--context", str(context), "--candidates", str(EXAMPLES / "candidates.jsonl")
+        )
+        assert_clean_failure(
+            result,
+            "'hh.nppl_mixed.reward_model' was trained on features embedded with other settings "
+            "than today's parameters 'embedding.hh' (max_length: 256 vs 64; trained vs now)",
+        )
+        prompts = str(EXAMPLES / "prompts.jsonl")
+        result = steer(project, "--context", str(context), "--prompts", prompts)
+        assert_clean_failure(
+            result, "'hh.nppl_mixed.policy' was trained on features embedded with other settings"
+        )

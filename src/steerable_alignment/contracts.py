@@ -3,11 +3,17 @@
 Pairs table (Parquet, one row per pair): ``pair_id``, ``split``,
 ``is_conflicting`` and per objective ``reward_a_<k>``, ``reward_b_<k>``,
 ``choice_<k>``. Features (safetensors): ``pair_id (N,)`` and
-``features (N, 2, D)``, rows aligned with ``pair_id``.
+``features (N, 2, D)``, rows aligned with ``pair_id``, and for text data
+``embedding``: the JSON of the embedding settings that made them (model,
+pooling, normalisation, input format, template, max length, overflow,
+dtypes). A model trained on the features records those settings
+(:func:`embedding_of`); :func:`check_same_embedding` refuses features, or a
+user's context, embedded otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,8 +29,60 @@ from steerable_alignment.splits import SPLITS, normalise_prompt
 logger = logging.getLogger(__name__)
 
 
+#: Features entry holding the embedding settings (JSON) that made them.
+EMBEDDING_KEY = "embedding"
+
+
 class DataContractError(ValueError):
     """An input table or file does not follow DESIGN.md §4."""
+
+
+def embedding_of(features: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """The embedding settings stored with ``features`` (None: not recorded, e.g. synthetic)."""
+    raw = features.get(EMBEDDING_KEY)
+    if raw is None:
+        return None
+    try:
+        settings = json.loads(raw)
+    except (TypeError, ValueError) as err:
+        raise DataContractError(
+            f"Dataset '{name}': entry '{EMBEDDING_KEY}' must be the JSON of the embedding "
+            f"settings, got {str(raw)[:80]!r}"
+        ) from err
+    if not isinstance(settings, dict):
+        raise DataContractError(f"Dataset '{name}': entry '{EMBEDDING_KEY}' is not a JSON object")
+    return settings
+
+
+def check_same_embedding(
+    trained: Mapping[str, Any] | None,
+    current: Mapping[str, Any] | None,
+    model: str,
+    current_name: str,
+    hint: str = "",
+) -> None:
+    """Refuse inputs embedded with other settings than the model was trained on.
+
+    Args:
+        trained: the settings recorded with the model (None: not recorded, no check).
+        current: the settings of the features or of today's parameters (None: no check).
+        model: the model's catalog name (for the message).
+        current_name: where ``current`` comes from (a features file, a parameter block).
+        hint: what to do about it, appended to the message.
+
+    Raises:
+        DataContractError: naming every differing setting with both values.
+    """
+    if not trained or not current:
+        return
+    keys = sorted(set(trained) | set(current))
+    differing = [k for k in keys if trained.get(k) != current.get(k)]
+    if differing:
+        detail = ", ".join(f"{k}: {trained.get(k)!r} vs {current.get(k)!r}" for k in differing)
+        raise DataContractError(
+            f"'{model}' was trained on features embedded with other settings than "
+            f"{current_name} ({detail}; trained vs now){'. ' + hint if hint else ''}"
+        )
 
 
 def pair_columns(objectives: Sequence[str]) -> list[str]:

@@ -38,6 +38,8 @@ from steerable_alignment.steering.inputs import (
     read_prompts,
 )
 
+logger = logging.getLogger(__name__)
+
 PROG = "python -m steerable_alignment.steer"
 #: The namespace of the context-conditioned models (reward model and policy).
 VARIANT = "nppl_mixed"
@@ -191,31 +193,58 @@ def _embedding_config(params: Mapping[str, Any], dataset: str, device: str) -> A
     return config if device == "auto" else dataclasses.replace(config, device=device)
 
 
+def _trained_max_context(recorded: Any, params: Mapping[str, Any], prefix: str) -> tuple[int, str]:
+    """The largest context a model was trained with, and where that figure comes from.
+
+    Models record it when trained; for one saved before they did, the run's
+    parameter is the best guess (and the message says so).
+    """
+    if recorded is not None:
+        return int(recorded), f"parameter '{prefix}.max_context' when it was trained"
+    logger.warning("The model records no max_context: using today's parameter %s", prefix)
+    return int(parameter(params, f"{prefix}.max_context")), f"parameter '{prefix}.max_context'"
+
+
+def _check_embedding(recorded: Any, embedding: Any, name: str, dataset: str) -> None:
+    """Refuse to embed the context otherwise than the features the model was trained on."""
+    from steerable_alignment.contracts import check_same_embedding
+    from steerable_alignment.embedding import embedding_settings
+
+    check_same_embedding(
+        recorded,
+        embedding_settings(embedding),
+        name,
+        f"today's parameters 'embedding.{dataset}'",
+        "The context would be embedded differently from its training features: restore "
+        "those parameters, or retrain on features made with these",
+    )
+
+
 def score(args: argparse.Namespace, context_pairs: list[ContextPair]) -> str:
     """Rank candidates with the NP-BTL reward model conditioned on the context."""
     from steerable_alignment.steering import core, report
-    from steerable_alignment.training.loop import TrainingConfig
 
     candidates = read_candidates(args.candidates)
     with kedro_project(args.project_path, args.env) as (catalog, params):
         dataset = _check_dataset(params, args.dataset)
         check_artifacts(catalog, dataset, "score", args.env)
         name = f"{dataset}.{VARIANT}.reward_model"
-        prefix = f"reward_modelling.{dataset}.{VARIANT}.training"
-        training = TrainingConfig.from_params(parameter(params, prefix), prefix=prefix)
-        check_context_size(
-            len(context_pairs), training.max_context, name, f"{prefix}.max_context", args.context
-        )
-        embedding = _embedding_config(params, dataset, args.device)
         version = _version(catalog, name)
         model = catalog.load(name)
         core.check_reward_model(model, name)
+        facts = getattr(model, "trained_with", None) or {}
+        max_context, source = _trained_max_context(
+            facts.get("max_context"), params, f"reward_modelling.{dataset}.{VARIANT}.training"
+        )
+        check_context_size(len(context_pairs), max_context, name, source, args.context)
+        embedding = _embedding_config(params, dataset, args.device)
+        _check_embedding(facts.get("embedding"), embedding, name, dataset)
         dim = model.config.input_dim
         context = core.context_tensors(context_pairs, embedding, dim, args.context)
         options = core.embed_candidates(candidates, embedding, dim, args.candidates)
     scored = core.score_candidates(model, context, candidates, options)
     info = report.RunInfo(
-        dataset, name, version, str(args.context), len(context_pairs), training.max_context
+        dataset, name, version, str(args.context), len(context_pairs), max_context
     )
     return report.scores_json(info, scored) if args.json else report.scores_text(info, scored)
 
@@ -223,9 +252,8 @@ def score(args: argparse.Namespace, context_pairs: list[ContextPair]) -> str:
 def generate(args: argparse.Namespace, context_pairs: list[ContextPair]) -> str:
     """Answer prompts with the NP-DPO policy conditioned on the context."""
     from steerable_alignment.evaluation.generation import SamplingConfig, generate_answers
+    from steerable_alignment.runtime.devices import resolve_device
     from steerable_alignment.steering import core, report
-    from steerable_alignment.training.loop import resolve_device
-    from steerable_alignment.training.policy_loop import PolicyTrainingConfig
 
     prompts = read_prompts(args.prompts)
     sampling = SamplingConfig(
@@ -243,15 +271,12 @@ def generate(args: argparse.Namespace, context_pairs: list[ContextPair]) -> str:
         check_artifacts(catalog, dataset, "generate", args.env)
         name = f"{dataset}.{VARIANT}.policy"
         trained = catalog.load(name)
-        prefix = f"dpo.{dataset}.{VARIANT}.training"
-        max_context = trained.info.get("max_context")
-        if max_context is None:  # not recorded with the weights: the run's parameters
-            training = PolicyTrainingConfig.from_params(parameter(params, prefix), prefix=prefix)
-            max_context = training.max_context
-        check_context_size(
-            len(context_pairs), max_context, name, f"{prefix}.max_context", args.context
+        max_context, source = _trained_max_context(
+            trained.info.get("max_context"), params, f"dpo.{dataset}.{VARIANT}.training"
         )
+        check_context_size(len(context_pairs), max_context, name, source, args.context)
         embedding = _embedding_config(params, dataset, args.device)
+        _check_embedding(trained.info.get("embedding"), embedding, name, dataset)
         base = catalog.load("base_policy")
         device = resolve_device(args.device)
         policy = trained.build(base.model).to(device)

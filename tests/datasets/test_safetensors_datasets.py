@@ -28,6 +28,37 @@ def test_tensor_dict_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
 
 
+def test_tensor_dict_keeps_str_entries_in_the_header(tmp_path):
+    dataset = TensorDictDataset(filepath=str(tmp_path / "f.safetensors"))
+    settings = json.dumps({"model": "m", "max_length": 256})
+    dataset.save({"pair_id": torch.arange(2), "embedding": settings})
+    loaded = dataset.load()
+    assert loaded["embedding"] == settings and torch.equal(loaded["pair_id"], torch.arange(2))
+    assert dataset.preview()["embedding"] == settings
+    with pytest.raises(DatasetError, match="expected a dict of tensors"):
+        dataset.save({"pair_id": torch.arange(2), "n": 3})
+
+
+def test_features_written_by_the_embedding_entry_point_load_the_same(tmp_path):
+    from steerable_alignment.datasets.safetensors_datasets import TEXT_PREFIX
+    from steerable_alignment.embedding.shards import TEXT_PREFIX as SHARDS_PREFIX
+    from steerable_alignment.embedding.shards import save_tensors
+
+    assert TEXT_PREFIX == SHARDS_PREFIX
+    save_tensors(tmp_path / "f.safetensors", {"pair_id": torch.arange(3), "embedding": "{}"})
+    loaded = TensorDictDataset(filepath=str(tmp_path / "f.safetensors")).load()
+    assert loaded["embedding"] == "{}" and torch.equal(loaded["pair_id"], torch.arange(3))
+
+
+def test_reward_model_keeps_what_it_was_trained_with(tmp_path):
+    dataset = RewardModelDataset(filepath=str(tmp_path / "m.safetensors"))
+    model = small_model()
+    assert dataset.save(model) is None and dataset.load().trained_with == {}  # none recorded
+    model.trained_with = {"max_context": 7, "embedding": {"model": "m", "max_length": 64}}
+    dataset.save(model)
+    assert dataset.load().trained_with == model.trained_with
+
+
 @pytest.mark.parametrize("model_type", ["btl", "dpl", "nppl", "nppl_latent"])
 def test_reward_model_round_trip_with_config(tmp_path, model_type):
     dataset = RewardModelDataset(filepath=str(tmp_path / "m.safetensors"))
@@ -101,5 +132,5 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
     dataset = TensorDictDataset(filepath=str(path))
     dataset.save({"a": torch.ones(2)})
     with pytest.raises(DatasetError):
-        dataset.save({"a": "not a tensor"})
+        dataset.save({"a": [1.0, 2.0]})  # neither a tensor nor a str
     assert torch.equal(dataset.load()["a"], torch.ones(2))

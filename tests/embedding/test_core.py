@@ -80,6 +80,19 @@ def test_features_are_aligned_with_the_pairs_table(tiny_llama):
             torch.testing.assert_close(features["features"][i, side], expected, atol=1e-5, rtol=0)
 
 
+def test_features_record_the_settings_that_made_them(tiny_llama):
+    import json
+
+    from steerable_alignment.embedding import embedding_settings
+
+    config = _config(tiny_llama, max_length=64)
+    features = embed_pairs(make_pairs(num_prompts=2, responses=2), config).features
+    recorded = json.loads(features["embedding"])
+    assert recorded == embedding_settings(config)
+    assert recorded["model"] == str(tiny_llama) and recorded["max_length"] == 64
+    assert recorded["pooling"] == "last_token" and "overflow" in recorded
+
+
 def test_each_distinct_text_is_embedded_once(tiny_llama, monkeypatch):
     pairs = make_pairs(num_prompts=4, responses=4)  # 4 x 6 pairs, 4 x 4 distinct texts
     models = _counting(monkeypatch)

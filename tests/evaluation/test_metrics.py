@@ -3,14 +3,16 @@ import math
 import pytest
 import torch
 
-from steerable_alignment.evaluation.metrics import (
+from steerable_alignment.episodes.scoring import (
     TIE_TOLERANCE,
-    PoolBootstrap,
     expected_calibration_error,
-    metric_rows,
-    paired_difference_rows,
     score_targets,
     summarise,
+)
+from steerable_alignment.evaluation.metrics import (
+    PoolBootstrap,
+    metric_rows,
+    paired_difference_rows,
 )
 from steerable_alignment.models.losses import btl_log_probs
 

@@ -11,13 +11,13 @@ from torch import nn
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.policy import (
     PolicyConfig,
-    SequenceBatch,
     dpo_loss,
     resolve_layers,
     sequence_logps,
     sequence_logps_from_hidden,
 )
 from steerable_alignment.policy.logps import response_token_counts
+from steerable_alignment.policy_data.pairs import SequenceBatch
 
 
 def _naive_logps(logits, input_ids, start, length):

@@ -15,7 +15,6 @@ from kedro.runner import SequentialRunner
 
 import steerable_alignment.training.policy_loop as policy_loop
 from steerable_alignment.datasets import HFPretrainedDataset, PolicyCheckpointDataset
-from steerable_alignment.evaluation.policy_metrics import pair_sequences
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.pipelines.dpo import create_pipeline
 from steerable_alignment.pipelines.dpo.nodes import (
@@ -30,7 +29,9 @@ from steerable_alignment.pipelines.ultrafeedback.nodes import (
     load_ultrafeedback_raw,
 )
 from steerable_alignment.policy import load_policy
-from steerable_alignment.training.policy_loop import PolicyTrainingConfig, TrainedPolicy
+from steerable_alignment.policy.checkpoint import TrainedPolicy
+from steerable_alignment.policy_data.pairs import pair_sequences
+from steerable_alignment.training.policy_loop import PolicyTrainingConfig
 from tests.conftest import PROJECT_ROOT
 from tests.models.tiny_causal_lm import save_tiny_base_policy
 from tests.pipelines.helpers import config_loader, memory_catalog
@@ -208,10 +209,8 @@ def test_reference_logps_cover_every_tokenised_pair(run):
 
 def test_reference_logps_from_the_kept_block_states_equal_the_base_models(run):
     """conf/test trains block 1 of 2 only: block 0's output is computed once and kept."""
-    from steerable_alignment.evaluation.policy_metrics import (
-        base_model_logps,
-        policy_pairs_from_tensors,
-    )
+    from steerable_alignment.policy.scoring import base_model_logps
+    from steerable_alignment.policy_data.pairs import policy_pairs_from_tensors
 
     catalog, _, _ = run
     tokens = policy_pairs_from_tensors(catalog.load("hh.policy_pairs"), "hh.policy_pairs")

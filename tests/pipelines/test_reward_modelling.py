@@ -80,3 +80,33 @@ def test_bad_data_fails_before_training(tiny_synthetic):
         train_reward_model(pairs.drop(columns="choice_user_0"), features, data, _variant())
     with pytest.raises(DataContractError, match=r"synthetic\.features"):
         train_reward_model(pairs.iloc[:-3], features, data, _variant())
+
+
+def test_a_trained_model_records_its_context_sizes_and_the_features_embedding(tiny_synthetic):
+    import json
+
+    import torch
+
+    from steerable_alignment.pipelines.evaluation.nodes import predict_reward_model
+
+    pairs, features = tiny_synthetic
+    settings = {"model": "minilm", "max_length": 256, "pooling": "mean"}
+    features = {**features, "embedding": json.dumps(settings)}
+    data = project_parameters()["reward_modelling"]["synthetic"]["data"]
+    variant = _variant(training__max_steps=2, training__eval_every=1)
+    model, _ = train_reward_model(pairs, features, data, variant)
+    assert model.trained_with == {
+        "min_context": variant["training"]["min_context"],
+        "max_context": variant["training"]["max_context"],
+        "embedding": settings,
+    }
+    # Scored on features embedded otherwise: refused before any prediction, naming the setting.
+    other = {**features, "embedding": json.dumps({**settings, "max_length": 512})}
+    episodes = {
+        "rows": torch.zeros(2, 30, dtype=torch.long),
+        "objective": torch.zeros(2, dtype=torch.long),
+        "max_context": torch.tensor(10),
+    }
+    evaluation = project_parameters()["evaluation"]["synthetic"]
+    with pytest.raises(DataContractError, match=r"max_length: 256 vs 512"):
+        predict_reward_model(model, pairs, other, episodes, data, evaluation)

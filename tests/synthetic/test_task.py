@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from steerable_alignment.episodes.sampler import PreferenceData, make_evaluation_episodes
-from steerable_alignment.evaluation.metrics import summarise, target_choices
+from steerable_alignment.episodes.scoring import summarise, target_choices
 from steerable_alignment.synthetic.task import (
     bayes_optimal_accuracy,
     bayes_optimal_prob_b,

@@ -6,9 +6,10 @@ import torch
 from steerable_alignment.episodes.sampler import PreferenceData
 from steerable_alignment.models.config import ConfigError, RewardModelConfig
 from steerable_alignment.models.reward_models import build_model
+from steerable_alignment.runtime.devices import seeded
 from steerable_alignment.synthetic.task import generate_pairs
 from steerable_alignment.training import loop
-from steerable_alignment.training.loop import TrainingConfig, _lr_factor, seeded, train
+from steerable_alignment.training.loop import TrainingConfig, _lr_factor, train
 
 
 def tiny_setup():

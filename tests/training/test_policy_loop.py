@@ -12,20 +12,18 @@ import pytest
 import torch
 
 import steerable_alignment.training.policy_loop as policy_loop
-from steerable_alignment.evaluation.policy_metrics import (
-    PolicyData,
-    ReferenceLogps,
+from steerable_alignment.models.config import ConfigError
+from steerable_alignment.policy import PolicyConfig, PolicyModel, load_policy
+from steerable_alignment.policy.checkpoint import TrainedPolicy
+from steerable_alignment.policy.scoring import (
     base_model_logps,
-    pair_sequences,
     predict_policy_context_sizes,
     predict_policy_episodes,
 )
-from steerable_alignment.models.config import ConfigError
-from steerable_alignment.policy import PolicyConfig, PolicyModel, load_policy
 from steerable_alignment.policy_data import tokenise_pairs
+from steerable_alignment.policy_data.pairs import PolicyData, ReferenceLogps, pair_sequences
 from steerable_alignment.training.policy_loop import (
     PolicyTrainingConfig,
-    TrainedPolicy,
     train_policy,
     validate_policy,
 )
@@ -290,15 +288,15 @@ def test_all_context_sizes_equal_one_size_at_a_time_with_one_pass_without_contex
         n: predict_policy_episodes(policy, data, reference, episodes, n, 0.1, 8, cpu) for n in sizes
     }
     calls = []
-    import steerable_alignment.evaluation.policy_metrics as policy_metrics
+    import steerable_alignment.policy.scoring as policy_scoring
 
-    original = policy_metrics.policy_pair_logps
+    original = policy_scoring.policy_pair_logps
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(policy_metrics, "policy_pair_logps", counting)
+    monkeypatch.setattr(policy_scoring, "policy_pair_logps", counting)
     together = predict_policy_context_sizes(policy, data, reference, episodes, sizes, 0.1, 8, cpu)
     assert list(together) == list(sizes)
     for n in sizes:

@@ -58,8 +58,11 @@ class PolicyCheckpointDataset(AbstractVersionedDataset):
         from safetensors.torch import load_file
 
         from steerable_alignment.models.config import ConfigError
-        from steerable_alignment.policy.checkpoint import WEIGHTS_FILE, read_checkpoint_config
-        from steerable_alignment.training.policy_loop import TrainedPolicy
+        from steerable_alignment.policy.checkpoint import (
+            WEIGHTS_FILE,
+            TrainedPolicy,
+            read_checkpoint_config,
+        )
 
         path = Path(self._get_load_path())
         try:

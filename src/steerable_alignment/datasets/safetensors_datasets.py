@@ -17,6 +17,9 @@ from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 
+#: Header-metadata prefix of the ``str`` entries of a tensors file; the same as
+#: ``embedding.shards.TEXT_PREFIX`` (this module stays free of torch at import).
+TEXT_PREFIX = "text:"
 MODEL_FORMAT = "steerable-alignment/reward-model"
 MODEL_FORMAT_VERSION = "1"
 
@@ -99,6 +102,9 @@ def _header_metadata(raw: bytes) -> dict[str, str]:
 class TensorDictDataset(_SafetensorsFileDataset):
     """A ``dict[str, torch.Tensor]`` in one safetensors file.
 
+    ``str`` entries (the features' ``embedding`` settings, JSON) are kept in
+    the header metadata as ``text:<key>`` and loaded back as strings.
+
     Example catalog entry::
 
         synthetic.features:
@@ -107,22 +113,31 @@ class TensorDictDataset(_SafetensorsFileDataset):
     """
 
     def load(self) -> dict[str, Any]:
-        tensors, _ = self._read()
-        return tensors
+        tensors, metadata = self._read()
+        texts = {k[len(TEXT_PREFIX) :]: v for k, v in metadata.items() if k.startswith(TEXT_PREFIX)}
+        return {**tensors, **texts}
 
     def save(self, data: dict[str, Any]) -> None:
         import torch
 
         if not isinstance(data, dict) or not all(
-            isinstance(v, torch.Tensor) for v in data.values()
+            isinstance(v, (torch.Tensor, str)) for v in data.values()
         ):
-            raise DatasetError(f"{self._filepath}: expected a dict of tensors, got {type(data)}")
-        self._write(data, {"format": "steerable-alignment/tensors"})
+            raise DatasetError(
+                f"{self._filepath}: expected a dict of tensors (and str entries), got {type(data)}"
+            )
+        tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+        texts = {f"{TEXT_PREFIX}{k}": v for k, v in data.items() if isinstance(v, str)}
+        self._write(tensors, {"format": "steerable-alignment/tensors", **texts})
 
     def preview(self) -> dict[str, Any]:
-        """Shapes and dtypes (kedro-viz metadata panel)."""
-        tensors, _ = self._read()
-        return {k: f"{tuple(v.shape)} {v.dtype}" for k, v in tensors.items()}
+        """Shapes and dtypes (kedro-viz metadata panel), and the ``str`` entries."""
+        tensors, metadata = self._read()
+        shown: dict[str, Any] = {k: f"{tuple(v.shape)} {v.dtype}" for k, v in tensors.items()}
+        shown.update(
+            {k[len(TEXT_PREFIX) :]: v for k, v in metadata.items() if k.startswith(TEXT_PREFIX)}
+        )
+        return shown
 
 
 class RewardModelDataset(_SafetensorsFileDataset):
@@ -146,6 +161,7 @@ class RewardModelDataset(_SafetensorsFileDataset):
             config = RewardModelConfig.from_params(json.loads(metadata["config"]))
             model = build_model(config)
             model.load_state_dict(tensors, strict=True)
+            model.trained_with = json.loads(metadata.get("trained_with", "{}"))
         except (ValueError, RuntimeError, KeyError) as err:
             raise DatasetError(f"{path}: weights do not match their config: {err}") from err
         return model.eval()
@@ -158,5 +174,8 @@ class RewardModelDataset(_SafetensorsFileDataset):
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
             "config": json.dumps(config.to_dict()),
+            # What it was trained with (max_context, the features' embedding settings):
+            # steer and the pipelines check these instead of today's parameters.
+            "trained_with": json.dumps(getattr(data, "trained_with", None) or {}),
         }
         self._write(data.state_dict(), metadata)

@@ -24,6 +24,7 @@ from steerable_alignment.embedding.core import (
     differing_settings,
     embed_pairs,
     embed_texts,
+    embedding_settings,
     unique_texts,
 )
 from steerable_alignment.embedding.pooling import last_token_pool, mean_pool, pool
@@ -47,6 +48,7 @@ __all__ = [
     "TokenizedTexts",
     "check_pair_texts",
     "differing_settings",
+    "embedding_settings",
     "embed_pairs",
     "embed_texts",
     "last_token_pool",

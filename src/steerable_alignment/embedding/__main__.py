@@ -116,9 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from steerable_alignment.contracts import DataContractError
     from steerable_alignment.embedding.config import EmbeddingConfig
     from steerable_alignment.embedding.core import embed_pairs
-    from steerable_alignment.embedding.distributed import current_processes
     from steerable_alignment.embedding.shards import save_tensors
     from steerable_alignment.models.config import ConfigError
+    from steerable_alignment.runtime.distributed import current_processes
 
     try:
         config = EmbeddingConfig.from_params(parameters_from_args(args))

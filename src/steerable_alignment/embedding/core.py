@@ -24,6 +24,7 @@ was killed and started again ends with the same file as one that was not.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -35,10 +36,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from steerable_alignment.contracts import DataContractError
+from steerable_alignment.contracts import EMBEDDING_KEY, DataContractError
 from steerable_alignment.embedding.batching import length_order, token_budget_batches
 from steerable_alignment.embedding.config import EmbeddingConfig, ModelSource, resolve_model_source
-from steerable_alignment.embedding.distributed import Processes, SingleProcess
 from steerable_alignment.embedding.pooling import pool
 from steerable_alignment.embedding.shards import MemoryShardStore, ShardStore
 from steerable_alignment.embedding.text import (
@@ -48,6 +48,7 @@ from steerable_alignment.embedding.text import (
     truncate_texts,
 )
 from steerable_alignment.models.config import ConfigError
+from steerable_alignment.runtime.distributed import Processes, SingleProcess
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,11 @@ VALUE_SETTINGS = (
     "dtype",
     "output_dtype",
 )
+
+
+def embedding_settings(config: EmbeddingConfig) -> dict[str, Any]:
+    """The value-affecting settings of ``config`` (stored with the features it makes)."""
+    return {key: getattr(config, key) for key in VALUE_SETTINGS}
 
 
 def differing_settings(config: EmbeddingConfig, other: EmbeddingConfig) -> list[str]:
@@ -633,4 +639,7 @@ def _gather(
     side_b = torch.from_numpy(texts.side_b[rows])
     features = torch.stack([table[side_a], table[side_b]], dim=1)  # (N, 2, D)
     pair_id = torch.from_numpy(pairs["pair_id"].to_numpy(dtype=np.int64)[rows].copy())  # (N,)
-    return {"pair_id": pair_id, "features": features}
+    # The settings that made them (JSON): a model trained on these features records them,
+    # and steer / the pipelines refuse features or a context embedded otherwise.
+    settings = json.dumps(embedding_settings(config), sort_keys=True)
+    return {"pair_id": pair_id, "features": features, EMBEDDING_KEY: settings}

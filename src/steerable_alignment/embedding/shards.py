@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 SHARD_FORMAT = "steerable-alignment/embedding-shard"
 MANIFEST = "manifest.json"
 TENSORS_FORMAT = "steerable-alignment/tensors"
+#: Header-metadata prefix of the ``str`` entries of a tensors file (``text:embedding``).
+TEXT_PREFIX = "text:"
 
 
 def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
@@ -54,13 +56,20 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None):
-    """Save tensors as safetensors atomically (the format ``TensorDictDataset`` reads)."""
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor | str], metadata: dict | None = None
+):
+    """Save tensors as safetensors atomically (the format ``TensorDictDataset`` reads).
+
+    ``str`` entries (e.g. the features' ``embedding`` settings) go into the
+    header metadata as ``text:<key>``; ``TensorDictDataset`` loads them back.
+    """
     from safetensors.torch import save
 
+    texts = {f"{TEXT_PREFIX}{k}": v for k, v in tensors.items() if isinstance(v, str)}
     payload = save(
-        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-        metadata={"format": TENSORS_FORMAT, **(metadata or {})},
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items() if not isinstance(v, str)},
+        metadata={"format": TENSORS_FORMAT, **texts, **(metadata or {})},
     )
     atomic_write_bytes(Path(path), payload)
 

@@ -533,7 +533,8 @@ def answer_nll(
     Returns:
         (N,) float64 nats per token; NaN for an answer with no token.
     """
-    from steerable_alignment.evaluation.policy_metrics import base_model_logps, pair_sequences
+    from steerable_alignment.policy.scoring import base_model_logps
+    from steerable_alignment.policy_data.pairs import pair_sequences
     from steerable_alignment.policy_data.tokenise import tokenise_pairs
 
     if len(prompts) != len(answers):

@@ -14,11 +14,7 @@ from steerable_alignment.policy.checkpoint import (
 from steerable_alignment.policy.config import PolicyConfig, resolve_layers
 from steerable_alignment.policy.dpo import DPOOutput, dpo_loss
 from steerable_alignment.policy.film import FiLM, FiLMConditioner
-from steerable_alignment.policy.logps import (
-    SequenceBatch,
-    sequence_logps,
-    sequence_logps_from_hidden,
-)
+from steerable_alignment.policy.logps import sequence_logps, sequence_logps_from_hidden
 from steerable_alignment.policy.model import PolicyModel, base_model_fingerprint
 
 __all__ = [
@@ -28,7 +24,6 @@ __all__ = [
     "FiLMConditioner",
     "PolicyConfig",
     "PolicyModel",
-    "SequenceBatch",
     "base_model_fingerprint",
     "dpo_loss",
     "load_policy",

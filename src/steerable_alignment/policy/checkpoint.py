@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.policy.config import PolicyConfig
@@ -147,3 +150,59 @@ def load_policy(
     check_base_model(record, base_model, name)
     policy = PolicyModel(config, base_model, base_model_name=name)
     return load_trainable(policy, directory)
+
+
+@dataclass(frozen=True)
+class TrainedPolicy:
+    """A policy's trainable weights, detached from the base model (the saved artefact).
+
+    Duck-types what :func:`save_trainable` reads from a :class:`PolicyModel`
+    (``config``, ``base_model_name``, ``base_fingerprint``,
+    ``trainable_parameters()``), so it is written in the same format and the
+    folder loads with :func:`load_policy`.
+
+    Attributes:
+        config: the policy's config.
+        base_model_name: the base model's name or path.
+        base_fingerprint: its architecture facts (checked when loading).
+        state: trainable parameter name -> CPU tensor.
+        beta: β_dpo it was trained with (scales the implicit reward).
+        info: training facts (best step, steps, ...), JSON-serialisable.
+    """
+
+    config: PolicyConfig
+    base_model_name: str
+    base_fingerprint: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    beta: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_policy(cls, policy: PolicyModel, beta: float, **info: Any) -> TrainedPolicy:
+        state = {k: v.detach().cpu().clone() for k, v in policy.trainable_parameters().items()}
+        return cls(
+            policy.config, policy.base_model_name, dict(policy.base_fingerprint), state, beta, info
+        )
+
+    def trainable_parameters(self) -> dict[str, torch.Tensor]:
+        return self.state
+
+    def build(self, base_model: Any, base_model_name: str | None = None) -> PolicyModel:
+        """The policy around ``base_model`` (wrapped in place) with these weights.
+
+        Raises:
+            BaseModelMismatchError: ``base_model`` is not the one it was trained on.
+        """
+        name = base_model_name or getattr(base_model, "name_or_path", "") or "<unnamed>"
+        record = {"name": self.base_model_name, "fingerprint": self.base_fingerprint}
+        check_base_model(record, base_model, name)
+        policy = PolicyModel(self.config, base_model, base_model_name=name)
+        expected = set(policy.trainable_parameters())
+        missing, unexpected = sorted(expected - set(self.state)), sorted(set(self.state) - expected)
+        if missing or unexpected:
+            raise ConfigError(
+                f"The trained policy's weights do not match its config: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+        policy.load_state_dict(self.state, strict=False)
+        return policy

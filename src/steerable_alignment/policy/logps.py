@@ -7,109 +7,12 @@ the batch), K response tokens of the whole batch, H hidden size, V vocab.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class SequenceBatch:
-    """Tokenised (prompt, response) sequences, padded to one length.
-
-    Attributes:
-        input_ids: (S, L) long token ids.
-        attention_mask: (S, L) 1 on real tokens, 0 on padding (either side).
-        response_start: (S,) long index of each response's first token (>= 1).
-        response_len: (S,) long number of response tokens (the response ends
-            at ``response_start + response_len <= L``).
-        prefix_states: (S, L, H) hidden states entering block ``prefix_blocks``
-            (computed once, :mod:`steerable_alignment.policy.prefix`), or None:
-            forward passes then start there instead of at the embeddings.
-        prefix_blocks: the number of lower blocks those states stand for (0: none).
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    response_start: torch.Tensor
-    response_len: torch.Tensor
-    prefix_states: torch.Tensor | None = None
-    prefix_blocks: int = 0
-
-    def __post_init__(self) -> None:
-        if (self.prefix_states is None) != (self.prefix_blocks == 0):
-            raise ValueError("prefix_states and prefix_blocks > 0 go together")
-        if self.prefix_states is not None and (
-            self.prefix_states.shape[:2] != self.input_ids.shape
-        ):
-            raise ValueError(
-                f"prefix_states of shape {tuple(self.prefix_states.shape)} do not match "
-                f"input_ids of shape {tuple(self.input_ids.shape)}"
-            )
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def to(self, device: torch.device | str) -> SequenceBatch:
-        """Move every tensor to ``device``."""
-        return SequenceBatch(
-            input_ids=self.input_ids.to(device),
-            attention_mask=self.attention_mask.to(device),
-            response_start=self.response_start.to(device),
-            response_len=self.response_len.to(device),
-            prefix_states=_maybe(self.prefix_states, lambda t: t.to(device)),
-            prefix_blocks=self.prefix_blocks,
-        )
-
-    def without_prefix(self) -> SequenceBatch:
-        """The same sequences with no cached states (forward passes start at the embeddings)."""
-        return dataclasses.replace(self, prefix_states=None, prefix_blocks=0)
-
-    def select(self, index: slice | list[int] | torch.Tensor) -> SequenceBatch:
-        """The sequences at ``index`` (rows), in that order."""
-        return SequenceBatch(
-            input_ids=self.input_ids[index],
-            attention_mask=self.attention_mask[index],
-            response_start=self.response_start[index],
-            response_len=self.response_len[index],
-            prefix_states=_maybe(self.prefix_states, lambda t: t[index]),
-            prefix_blocks=self.prefix_blocks,
-        )
-
-    @staticmethod
-    def cat(batches: list[SequenceBatch], pad_token_id: int) -> SequenceBatch:
-        """Stack batches along S, right-padding the shorter ones.
-
-        Right padding leaves every token's index (and so ``response_start``) as it was.
-        """
-        length = max(b.input_ids.shape[1] for b in batches)
-        prefix_blocks = {b.prefix_blocks for b in batches}
-        if len(prefix_blocks) != 1:
-            raise ValueError(f"cannot join batches with different prefix_blocks {prefix_blocks}")
-
-        def pad(t: torch.Tensor, value: int) -> torch.Tensor:
-            return nn.functional.pad(t, (0, length - t.shape[1]), value=value)  # (S_i, L)
-
-        def pad_states(t: torch.Tensor) -> torch.Tensor:
-            return nn.functional.pad(t, (0, 0, 0, length - t.shape[1]))  # (S_i, L, H)
-
-        states = None
-        if batches[0].prefix_states is not None:
-            states = torch.cat([pad_states(b.prefix_states) for b in batches])  # (S, L, H)
-        return SequenceBatch(
-            input_ids=torch.cat([pad(b.input_ids, pad_token_id) for b in batches]),  # (S, L)
-            attention_mask=torch.cat([pad(b.attention_mask, 0) for b in batches]),  # (S, L)
-            response_start=torch.cat([b.response_start for b in batches]),  # (S,)
-            response_len=torch.cat([b.response_len for b in batches]),  # (S,)
-            prefix_states=states,
-            prefix_blocks=prefix_blocks.pop(),
-        )
-
-
-def _maybe(value: Any, fn: Any) -> Any:
-    return None if value is None else fn(value)
+from steerable_alignment.policy_data.pairs import SequenceBatch
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -276,7 +179,7 @@ def causal_lm_logps(
     (:func:`~steerable_alignment.policy.prefix.skip_lower_blocks`).
     """
     if sequences.prefix_states is not None:
-        from steerable_alignment.policy.prefix import skip_lower_blocks
+        from steerable_alignment.policy.blocks import skip_lower_blocks
 
         skip = skip_lower_blocks(causal_lm, sequences.prefix_blocks, sequences.prefix_states)
     else:

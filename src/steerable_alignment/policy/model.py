@@ -24,13 +24,11 @@ from torch import nn
 
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.models.reward_models import ContextEncoder
+from steerable_alignment.policy.blocks import decoder_blocks
 from steerable_alignment.policy.config import PolicyConfig, resolve_layers
 from steerable_alignment.policy.film import FiLMConditioner
-from steerable_alignment.policy.logps import (
-    SequenceBatch,
-    causal_lm_logps,
-)
-from steerable_alignment.policy.prefix import decoder_blocks
+from steerable_alignment.policy.logps import causal_lm_logps
+from steerable_alignment.policy_data.pairs import SequenceBatch
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -65,9 +63,7 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor], max_values: int = 65_536
 
 def base_weights_digest(policy_model: nn.Module) -> str:
     """:func:`tensors_digest` of every frozen parameter (the base model's weights)."""
-    return tensors_digest(
-        {n: p for n, p in policy_model.named_parameters() if not p.requires_grad}
-    )
+    return tensors_digest({n: p for n, p in policy_model.named_parameters() if not p.requires_grad})
 
 
 def base_model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:

@@ -194,7 +194,7 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
 
 
 def check_context_size(
-    num_pairs: int, max_context: int, model: str, parameter: str, path: str | Path
+    num_pairs: int, max_context: int, model: str, source: str, path: str | Path
 ) -> None:
     """Refuse a context larger than the model was trained with.
 
@@ -206,7 +206,8 @@ def check_context_size(
         num_pairs: pairs in the context file.
         max_context: the largest context of the model's training episodes.
         model: the model's catalog name, for the message.
-        parameter: the parameter that recorded ``max_context``, for the message.
+        source: where ``max_context`` comes from (e.g. "parameter 'x.max_context' when it
+            was trained"), for the message.
         path: the context file, for the message.
 
     Raises:
@@ -215,6 +216,6 @@ def check_context_size(
     if num_pairs > max_context:
         raise ContextTooLongError(
             f"{path} holds {num_pairs} context pairs but {model} was trained on contexts of "
-            f"at most {max_context} (parameter '{parameter}'). Keep the {max_context} most "
+            f"at most {max_context} ({source}). Keep the {max_context} most "
             "telling pairs, or retrain with a larger max_context."
         )

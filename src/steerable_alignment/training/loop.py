@@ -17,12 +17,11 @@ of another run is refused, naming the differing keys.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,14 +34,14 @@ from steerable_alignment.episodes.sampler import (
     TrainingEpisodeSampler,
     make_evaluation_episodes,
 )
+from steerable_alignment.episodes.scoring import predict_episodes, summarise, target_choices
 from steerable_alignment.episodes.sizes import too_small_hint
-from steerable_alignment.evaluation.metrics import predict_episodes, summarise, target_choices
 from steerable_alignment.models.config import ConfigError, config_from_params
+from steerable_alignment.runtime.devices import DTYPES, autocast, resolve_device, seeded
 from steerable_alignment.training import checkpointing
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LR_SCHEDULES = ("constant", "cosine")
 SELECT_BY = ("nll", "accuracy")
 #: Settings that may change between a run and its resumption (they do not change the result).
@@ -166,31 +165,6 @@ class TrainingConfig:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"Parameter 'device' is {name!r} but CUDA is not available here")
-    return device
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Run a block with torch's global RNG seeded, restoring the outer state after."""
-    devices = [device] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _lr_factor(config: TrainingConfig, step: int) -> float:
     if config.warmup_steps and step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
@@ -242,7 +216,7 @@ def validate_model(
     choices = target_choices(data, episodes)
     device = data.features.device
     nll, acc = [], []
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         for n in context_sizes:
             scores = summarise(predict_episodes(model, data, episodes, n), choices)
             nll.append(scores["nll"])
@@ -350,7 +324,7 @@ def train(
         )
         for step in bar:
             batch = sampler.sample(config.batch_episodes)
-            with _autocast(device, dtype):
+            with autocast(device, dtype):
                 loss = model.loss(batch).loss.mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -38,7 +38,6 @@ shared with the reward-model loop).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -52,31 +51,25 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from steerable_alignment.embedding.distributed import Processes, current_processes
 from steerable_alignment.episodes.sampler import make_evaluation_episodes, sample_distinct
+from steerable_alignment.episodes.scoring import score_targets
 from steerable_alignment.episodes.sizes import too_small_hint
-from steerable_alignment.evaluation.metrics import score_targets
-from steerable_alignment.evaluation.policy_metrics import (
-    PolicyData,
-    ReferenceLogps,
-    context_latents,
-    episode_choices,
-    episode_pair_logps,
-    pair_sequences,
-)
 from steerable_alignment.models.config import ConfigError, config_from_params
-from steerable_alignment.policy.checkpoint import check_base_model, save_trainable
-from steerable_alignment.policy.config import PolicyConfig
+from steerable_alignment.policy.checkpoint import save_trainable
 from steerable_alignment.policy.dpo import DPOOutput, chosen_nll, dpo_loss
 from steerable_alignment.policy.logps import response_token_counts
 from steerable_alignment.policy.model import base_weights_digest, tensors_digest
-from steerable_alignment.training import checkpointing
-from steerable_alignment.training.loop import (
-    DTYPES,
-    LR_SCHEDULES,
-    _lr_factor,
-    resolve_device,
+from steerable_alignment.policy.scoring import context_latents, episode_pair_logps
+from steerable_alignment.policy_data.pairs import (
+    PolicyData,
+    ReferenceLogps,
+    episode_choices,
+    pair_sequences,
 )
+from steerable_alignment.runtime.devices import DTYPES, cuda_autocast, resolve_device
+from steerable_alignment.runtime.distributed import Processes, current_processes
+from steerable_alignment.training import checkpointing
+from steerable_alignment.training.loop import LR_SCHEDULES, _lr_factor
 
 if TYPE_CHECKING:
     from steerable_alignment.policy.model import PolicyModel
@@ -298,13 +291,6 @@ class PolicyEpisodeSampler:
         return PolicyEpisodes(self.split_rows[picks], self.objective_ids[pick], num_context)
 
 
-def cuda_autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA only; the CPU computes in float32."""
-    if device.type != "cuda" or dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
 def episode_dpo_loss(
     policy: PolicyModel,
     data: PolicyData,
@@ -446,64 +432,6 @@ def _episode_pair_logps(
         return episode_pair_logps(policy, data, episodes, num_context, batch_size, device)
     finally:
         policy.train(was_training)
-
-
-@dataclass(frozen=True)
-class TrainedPolicy:
-    """A policy's trainable weights, detached from the base model (the saved artefact).
-
-    Duck-types what :func:`save_trainable` reads from a :class:`PolicyModel`
-    (``config``, ``base_model_name``, ``base_fingerprint``,
-    ``trainable_parameters()``), so it is written in the same format and the
-    folder loads with :func:`load_policy`.
-
-    Attributes:
-        config: the policy's config.
-        base_model_name: the base model's name or path.
-        base_fingerprint: its architecture facts (checked when loading).
-        state: trainable parameter name -> CPU tensor.
-        beta: β_dpo it was trained with (scales the implicit reward).
-        info: training facts (best step, steps, ...), JSON-serialisable.
-    """
-
-    config: PolicyConfig
-    base_model_name: str
-    base_fingerprint: dict[str, Any]
-    state: dict[str, torch.Tensor]
-    beta: float
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_policy(cls, policy: PolicyModel, beta: float, **info: Any) -> TrainedPolicy:
-        state = {k: v.detach().cpu().clone() for k, v in policy.trainable_parameters().items()}
-        return cls(
-            policy.config, policy.base_model_name, dict(policy.base_fingerprint), state, beta, info
-        )
-
-    def trainable_parameters(self) -> dict[str, torch.Tensor]:
-        return self.state
-
-    def build(self, base_model: Any, base_model_name: str | None = None) -> PolicyModel:
-        """The policy around ``base_model`` (wrapped in place) with these weights.
-
-        Raises:
-            BaseModelMismatchError: ``base_model`` is not the one it was trained on.
-        """
-        from steerable_alignment.policy.model import PolicyModel
-
-        name = base_model_name or getattr(base_model, "name_or_path", "") or "<unnamed>"
-        record = {"name": self.base_model_name, "fingerprint": self.base_fingerprint}
-        check_base_model(record, base_model, name)
-        policy = PolicyModel(self.config, base_model, base_model_name=name)
-        expected = set(policy.trainable_parameters())
-        missing, unexpected = sorted(expected - set(self.state)), sorted(set(self.state) - expected)
-        if missing or unexpected:
-            raise ConfigError(
-                f"The trained policy's weights do not match its config: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}"
-            )
-        policy.load_state_dict(self.state, strict=False)
-        return policy
 
 
 @dataclass

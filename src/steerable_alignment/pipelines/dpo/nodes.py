@@ -3,7 +3,7 @@ implicit-reward predictions and the chart (DESIGN.md §2-3, issue 7).
 
 Thin wrappers: parameters are checked here, the work is done by the
 framework-free core (``policy_data``, ``policy``, ``training.policy_loop``,
-``evaluation.policy_metrics``). torch, transformers and peft are imported
+``policy.scoring``). torch, transformers and peft are imported
 inside the functions so that building the catalog stays fast. Nodes never
 mutate their inputs: the base model is deep-copied before a policy wraps it.
 """
@@ -142,7 +142,7 @@ def tokenise_policy_pairs(
         )
     if "split" not in pairs.columns:
         raise ConfigError(f"Dataset '{data['name']}.pairs' has no 'split' column")
-    from steerable_alignment.evaluation.policy_metrics import policy_pairs_to_tensors
+    from steerable_alignment.policy_data.pairs import policy_pairs_to_tensors
     from steerable_alignment.policy_data.tokenise import tokenise_pairs_table
 
     subset = _select_subset(pairs, tokenise.get("max_pairs"), int(tokenise.get("seed", 0)), name)
@@ -173,7 +173,7 @@ def tokenise_policy_pairs(
 
 
 def _device(name: str, parameter: str) -> Any:
-    from steerable_alignment.training.loop import resolve_device
+    from steerable_alignment.runtime.devices import resolve_device
 
     try:
         return resolve_device(name)
@@ -260,17 +260,14 @@ def compute_reference_logps(
     import torch
     from tqdm.auto import tqdm
 
-    from steerable_alignment.evaluation.policy_metrics import (
+    from steerable_alignment.policy.blocks import decoder_blocks
+    from steerable_alignment.policy.config import resolve_layers
+    from steerable_alignment.policy.prefix import check_prefix_states, compute_prefix_states
+    from steerable_alignment.policy.scoring import base_model_logps
+    from steerable_alignment.policy_data.pairs import (
         ReferenceLogps,
-        base_model_logps,
         pair_sequences,
         policy_pairs_from_tensors,
-    )
-    from steerable_alignment.policy.config import resolve_layers
-    from steerable_alignment.policy.prefix import (
-        check_prefix_states,
-        compute_prefix_states,
-        decoder_blocks,
     )
 
     sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
@@ -359,7 +356,7 @@ def _policy_data(
     """The pairs with tokens (and their prefix states, if kept) and features, aligned
     (``PolicyData``)."""
     from steerable_alignment.contracts import dataset_tensors
-    from steerable_alignment.evaluation.policy_metrics import PolicyData, policy_pairs_from_tensors
+    from steerable_alignment.policy_data.pairs import PolicyData, policy_pairs_from_tensors
 
     split = dataset_tensors(pairs, features, data)
     sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
@@ -402,7 +399,7 @@ def _reference_cache(reference_logps: dict[str, Any], policy_data: Any) -> Any:
     """The precomputed reference log-probs in ``policy_data``'s row order (NaN if absent)."""
     import torch
 
-    from steerable_alignment.evaluation.policy_metrics import ReferenceLogps
+    from steerable_alignment.policy_data.pairs import ReferenceLogps
 
     position = {int(p): i for i, p in enumerate(reference_logps["pair_id"].tolist())}
     values = torch.full((len(policy_data), 2), float("nan"))
@@ -495,13 +492,12 @@ def train_policy(
     """
     import copy
 
+    from steerable_alignment.contracts import embedding_of
+    from steerable_alignment.policy.checkpoint import TrainedPolicy
     from steerable_alignment.policy.config import PolicyConfig
     from steerable_alignment.policy.model import PolicyModel
-    from steerable_alignment.training.loop import seeded
-    from steerable_alignment.training.policy_loop import (
-        PolicyTrainingConfig,
-        TrainedPolicy,
-    )
+    from steerable_alignment.runtime.devices import seeded
+    from steerable_alignment.training.policy_loop import PolicyTrainingConfig
     from steerable_alignment.training.policy_loop import train_policy as train
 
     name = data["name"]
@@ -540,6 +536,7 @@ def train_policy(
         max_context=training.max_context,
         resumed_from=result.resumed_from,
         dataset=name,
+        embedding=embedding_of(features, f"{name}.features"),
     )
     history = pd.DataFrame(result.history)
     history["best"] = history["step"] == result.best_step
@@ -578,8 +575,8 @@ def predict_policy(
     import torch
 
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
-    from steerable_alignment.evaluation.policy_metrics import predict_policy_context_sizes
-    from steerable_alignment.training.policy_loop import cuda_autocast
+    from steerable_alignment.policy.scoring import predict_policy_context_sizes
+    from steerable_alignment.runtime.devices import cuda_autocast
 
     name = data["name"]
     policy_data = _policy_data(pairs, features, policy_pairs, data, prefix_states)

@@ -33,6 +33,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
     concat_reward_comparisons,
     concat_reward_metrics,
 )
+from steerable_alignment.pipelines.namespaces import dataset_node, per_variant
 from steerable_alignment.pipelines.variants import DEFAULT_DPO_DATASETS, DPO_DATASETS
 
 #: Variants whose context encoder may start from the data set's NP-BTL reward
@@ -95,8 +96,9 @@ def dataset_pipeline(dataset: str) -> Pipeline:
     episodes = f"{dataset}.policy_evaluation_episodes"
     nodes = Pipeline(
         [
-            node(
+            dataset_node(
                 tokenise_policy_pairs,
+                dataset,
                 inputs={
                     "base_policy": "base_policy",
                     "pairs": pairs,
@@ -105,10 +107,10 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                 },
                 outputs=policy_pairs,
                 name="tokenise_policy_pairs",
-                namespace=dataset,
             ),
-            node(
+            dataset_node(
                 compute_reference_logps,
+                dataset,
                 inputs={
                     "base_policy": "base_policy",
                     "policy_pairs": policy_pairs,
@@ -117,11 +119,11 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                 },
                 outputs=[reference, prefix],
                 name="compute_reference_logps",
-                namespace=dataset,
                 tags=["gpu"],
             ),
-            node(
+            dataset_node(
                 make_policy_evaluation_episodes,
+                dataset,
                 inputs={
                     "pairs": pairs,
                     "features": features,
@@ -131,10 +133,10 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                 },
                 outputs=episodes,
                 name="make_policy_evaluation_episodes",
-                namespace=dataset,
             ),
-            node(
+            dataset_node(
                 collect_reward_metrics,
+                dataset,
                 inputs={
                     "pairs": pairs,
                     "features": features,
@@ -145,38 +147,34 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                 },
                 outputs=[f"{dataset}_dpo_metrics", f"{dataset}_dpo_comparisons"],
                 name="collect_dpo_metrics",
-                namespace=dataset,
             ),
         ]
     )
-    variants = [
-        Pipeline(
-            variant_pipeline(encoder_init=variant in ENCODER_INIT),
-            namespace=f"{dataset}.{variant}",
-            inputs={
-                **(
-                    {"encoder_init": f"{dataset}.{ENCODER_INIT[variant]}.reward_model"}
-                    if variant in ENCODER_INIT
-                    else {}
-                ),
-                "base_policy": "base_policy",
-                "pairs": pairs,
-                "features": features,
-                "policy_pairs": policy_pairs,
-                "reference_logps": reference,
-                "prefix_states": prefix,
-                "policy_evaluation_episodes": episodes,
-            },
-            parameters={
-                "params:data": data,
-                "params:evaluation": evaluation,
-                "params:variant": f"params:dpo.{dataset}.{variant}",
-            },
-            tags=[variant],
-        )
-        for variant in DPO_DATASETS[dataset]
-    ]
-    return Pipeline(sum(variants, nodes), tags=[dataset])
+    variants = per_variant(
+        dataset,
+        DPO_DATASETS[dataset],
+        lambda variant: variant_pipeline(encoder_init=variant in ENCODER_INIT),
+        inputs=lambda variant: {
+            **(
+                {"encoder_init": f"{dataset}.{ENCODER_INIT[variant]}.reward_model"}
+                if variant in ENCODER_INIT
+                else {}
+            ),
+            "base_policy": "base_policy",
+            "pairs": pairs,
+            "features": features,
+            "policy_pairs": policy_pairs,
+            "reference_logps": reference,
+            "prefix_states": prefix,
+            "policy_evaluation_episodes": episodes,
+        },
+        parameters={
+            "params:data": data,
+            "params:evaluation": evaluation,
+            "params:variant": f"params:dpo.{dataset}.{{variant}}",
+        },
+    )
+    return Pipeline(nodes + variants, tags=[dataset])
 
 
 def report_pipeline(datasets: tuple[str, ...]) -> Pipeline:

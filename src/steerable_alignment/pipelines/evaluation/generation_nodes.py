@@ -393,9 +393,10 @@ def score_answers(
     _check_generation(generation, data["name"])
     import torch
 
-    from steerable_alignment.contracts import check_features
-    from steerable_alignment.embedding import EmbeddingConfig
+    from steerable_alignment.contracts import check_features, check_same_embedding
+    from steerable_alignment.embedding import EmbeddingConfig, embedding_settings
     from steerable_alignment.embedding import embed_pairs as embed
+    from steerable_alignment.evaluation.checks import RETRAIN_HINT, trained_with
     from steerable_alignment.evaluation.generation import (
         DISTINCT_COLUMN,
         NLL_COLUMN,
@@ -416,6 +417,14 @@ def score_answers(
     table["prompt"] = [prompts[i] for i in table["prompt_id"]]
     texts = table[["prompt", "response"]].drop_duplicates().reset_index(drop=True)
     config = EmbeddingConfig.from_params({**embedding, "shard_dir": None, "progress": False})
+    for k, model in reward_models.items():  # the answers are embedded with today's settings
+        check_same_embedding(
+            trained_with(model).get("embedding"),
+            embedding_settings(config),
+            f"{name}.btl_{k}.reward_model",
+            f"the parameters 'embedding.{name}'",
+            RETRAIN_HINT,
+        )
     result = embed(
         pd.DataFrame(
             {

@@ -27,6 +27,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
     accuracy_trace,
     predict_context_sizes,
 )
+from steerable_alignment.pipelines.namespaces import dataset_node, per_variant
 
 logger = logging.getLogger(__name__)
 
@@ -252,8 +253,10 @@ def predict_mixed_users(
     """
     config = MixedUserEvaluation.from_params(mixed_users, data)
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
-    from steerable_alignment.training.loop import resolve_device
+    from steerable_alignment.evaluation.checks import check_trained_on
+    from steerable_alignment.runtime.devices import resolve_device
 
+    check_trained_on(reward_model, features, data["name"])
     device = resolve_device(config.device)
     prepared = _user_data(features, episodes, config.users.labels).to(device)
     episode_set = EvaluationEpisodes.from_tensors(episodes)
@@ -298,7 +301,8 @@ def collect_mixed_user_metrics(
     config = MixedUserEvaluation.from_params(mixed_users, data)
     from steerable_alignment.contracts import pool_clusters
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
-    from steerable_alignment.evaluation.metrics import PoolBootstrap, metric_rows, target_choices
+    from steerable_alignment.episodes.scoring import target_choices
+    from steerable_alignment.evaluation.metrics import PoolBootstrap, metric_rows
 
     labels = config.users.labels
     user_data = _user_data(features, episodes, labels)
@@ -398,33 +402,39 @@ def mixed_user_pipeline(dataset: str) -> Pipeline:
     episodes = f"{dataset}.mixed_user_episodes"
     variants = REWARD_DATASETS[dataset].variants
     predictions = {v: f"{dataset}.{v}.mixed_user_predictions" for v in variants}
+    predict = per_variant(
+        dataset,
+        variants,
+        lambda _: Pipeline(
+            [
+                node(
+                    predict_mixed_users,
+                    inputs={
+                        "reward_model": "reward_model",
+                        "features": "features",
+                        "episodes": "episodes",
+                        "data": "params:data",
+                        "mixed_users": "params:mixed_users",
+                    },
+                    outputs="mixed_user_predictions",
+                    name="predict_mixed_users",
+                )
+            ]
+        ),
+        inputs={"features": features, "episodes": episodes},
+        parameters={"params:data": data, "params:mixed_users": mixed},
+    )
     nodes = [
-        node(
+        dataset_node(
             make_mixed_user_episodes,
+            dataset,
             inputs={"pairs": pairs, "features": features, "data": data, "mixed_users": mixed},
             outputs=episodes,
             name="make_mixed_user_episodes",
-            namespace=dataset,
         ),
-        *(
-            node(
-                predict_mixed_users,
-                inputs={
-                    "reward_model": f"{dataset}.{variant}.reward_model",
-                    "features": features,
-                    "episodes": episodes,
-                    "data": data,
-                    "mixed_users": mixed,
-                },
-                outputs=predictions[variant],
-                name="predict_mixed_users",
-                namespace=f"{dataset}.{variant}",
-                tags=[variant],
-            )
-            for variant in variants
-        ),
-        node(
+        dataset_node(
             collect_mixed_user_metrics,
+            dataset,
             inputs={
                 "pairs": pairs,
                 "features": features,
@@ -435,14 +445,13 @@ def mixed_user_pipeline(dataset: str) -> Pipeline:
             },
             outputs=f"{dataset}_mixed_user_metrics",
             name="collect_mixed_user_metrics",
-            namespace=dataset,
         ),
-        node(
+        dataset_node(
             plot_mixed_user_accuracy,
+            dataset,
             inputs=f"{dataset}_mixed_user_metrics",
             outputs=f"{dataset}.mixed_user_chart",
             name="plot_mixed_user_accuracy",
-            namespace=dataset,
         ),
     ]
-    return Pipeline(nodes, tags=[dataset, "mixed_users"])
+    return Pipeline(Pipeline(nodes) + predict, tags=[dataset, "mixed_users"])

@@ -157,8 +157,10 @@ def predict_reward_model(
     _check_evaluation(evaluation)
     from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
-    from steerable_alignment.training.loop import resolve_device
+    from steerable_alignment.evaluation.checks import check_trained_on
+    from steerable_alignment.runtime.devices import resolve_device
 
+    check_trained_on(reward_model, features, data["name"])
     split = dataset_tensors(pairs, features, data)
     device = resolve_device(evaluation.get("device", "cpu"))
     episode_set = EvaluationEpisodes.from_tensors(episodes)
@@ -187,8 +189,8 @@ def predict_context_sizes(
     Size ``n`` draws a latent model's z from ``seed + n`` (the same draws for
     every call). Returns ``num_context (S,)`` and ``prob_b (S, E, T)``.
     """
-    from steerable_alignment.evaluation.metrics import predict_episodes
-    from steerable_alignment.training.loop import seeded
+    from steerable_alignment.episodes.scoring import predict_episodes
+    from steerable_alignment.runtime.devices import seeded
 
     model = reward_model.to(device)
     probs = {}
@@ -281,11 +283,11 @@ def collect_reward_metrics(
     _check_evaluation(evaluation)
     from steerable_alignment.contracts import dataset_tensors, pool_clusters
     from steerable_alignment.episodes.sampler import EvaluationEpisodes
+    from steerable_alignment.episodes.scoring import target_choices
     from steerable_alignment.evaluation.metrics import (
         PoolBootstrap,
         metric_rows,
         paired_difference_rows,
-        target_choices,
     )
 
     name = data["name"]

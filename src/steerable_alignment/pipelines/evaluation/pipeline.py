@@ -30,6 +30,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
     predict_reward_model,
     summarise_reward_metrics,
 )
+from steerable_alignment.pipelines.namespaces import dataset_node, per_variant
 from steerable_alignment.pipelines.variants import (
     DEFAULT_DPO_DATASETS,
     DPO_DATASETS,
@@ -66,8 +67,9 @@ def dataset_pipeline(dataset: str) -> Pipeline:
     evaluation = f"params:evaluation.{dataset}"
     episodes = f"{dataset}.evaluation_episodes"
     nodes = [
-        node(
+        dataset_node(
             make_evaluation_episodes,
+            dataset,
             inputs={
                 "pairs": f"{dataset}.pairs",
                 "features": f"{dataset}.features",
@@ -76,7 +78,6 @@ def dataset_pipeline(dataset: str) -> Pipeline:
             },
             outputs=episodes,
             name="make_evaluation_episodes",
-            namespace=dataset,
         )
     ]
     models = {v: f"{dataset}.{v}.predictions" for v in spec.variants}
@@ -99,8 +100,9 @@ def dataset_pipeline(dataset: str) -> Pipeline:
             )
         )
     nodes += [
-        node(
+        dataset_node(
             collect_reward_metrics,
+            dataset,
             inputs={
                 "pairs": f"{dataset}.pairs",
                 "features": f"{dataset}.features",
@@ -111,31 +113,27 @@ def dataset_pipeline(dataset: str) -> Pipeline:
             },
             outputs=[f"{dataset}_reward_metrics", f"{dataset}_reward_comparisons"],
             name="collect_reward_metrics",
-            namespace=dataset,
         ),
-        node(
+        dataset_node(
             plot_accuracy_by_context,
+            dataset,
             inputs={"reward_metrics": f"{dataset}_reward_metrics", "data": data},
             outputs=f"{dataset}.accuracy_chart",
             name="plot_accuracy_by_context",
-            namespace=dataset,
         ),
     ]
-    variants = [
-        Pipeline(
-            base_pipeline(),
-            namespace=f"{dataset}.{variant}",
-            inputs={
-                "pairs": f"{dataset}.pairs",
-                "features": f"{dataset}.features",
-                "evaluation_episodes": episodes,
-            },
-            parameters={"params:data": data, "params:evaluation": evaluation},
-            tags=[variant],
-        )
-        for variant in spec.variants
-    ]
-    return Pipeline(sum(variants, Pipeline(nodes)), tags=[dataset])
+    variants = per_variant(
+        dataset,
+        spec.variants,
+        lambda _: base_pipeline(),
+        inputs={
+            "pairs": f"{dataset}.pairs",
+            "features": f"{dataset}.features",
+            "evaluation_episodes": episodes,
+        },
+        parameters={"params:data": data, "params:evaluation": evaluation},
+    )
+    return Pipeline(Pipeline(nodes) + variants, tags=[dataset])
 
 
 def report_pipeline(datasets: list[str]) -> Pipeline:
@@ -180,15 +178,16 @@ def generation_pipeline(dataset: str) -> Pipeline:
     pairs, features = f"{dataset}.pairs", f"{dataset}.features"
     users = f"{dataset}.generation_users"
     nodes = [
-        node(
+        dataset_node(
             make_generation_users,
+            dataset,
             inputs={"pairs": pairs, "features": features, "data": data, "generation": generation},
             outputs=users,
             name="make_generation_users",
-            namespace=dataset,
         ),
-        node(
+        dataset_node(
             score_answers,
+            dataset,
             inputs={
                 "pairs": pairs,
                 "features": features,
@@ -205,29 +204,34 @@ def generation_pipeline(dataset: str) -> Pipeline:
             },
             outputs=f"{dataset}_generation_scores",
             name="score_answers",
-            namespace=dataset,
         ),
     ]
-    nodes += [
-        node(
-            generate_answers_for_users,
-            inputs={
-                "base_policy": "base_policy",
-                "policy": f"{dataset}.{variant}.policy",
-                "pairs": pairs,
-                "features": features,
-                "users": users,
-                "data": data,
-                "generation": generation,
-            },
-            outputs=f"{dataset}.{variant}.generations",
-            name="generate_answers",
-            namespace=f"{dataset}.{variant}",
-            tags=["gpu", variant],
-        )
-        for variant in DPO_DATASETS[dataset]
-    ]
-    return Pipeline(nodes, tags=[dataset, "generation"])
+    answers = per_variant(
+        dataset,
+        DPO_DATASETS[dataset],
+        lambda _: Pipeline(
+            [
+                node(
+                    generate_answers_for_users,
+                    inputs={
+                        "base_policy": "base_policy",
+                        "policy": "policy",
+                        "pairs": "pairs",
+                        "features": "features",
+                        "users": "users",
+                        "data": "params:data",
+                        "generation": "params:generation",
+                    },
+                    outputs="generations",
+                    name="generate_answers",
+                    tags=["gpu"],
+                )
+            ]
+        ),
+        inputs={"base_policy": "base_policy", "pairs": pairs, "features": features, "users": users},
+        parameters={"params:data": data, "params:generation": generation},
+    )
+    return Pipeline(Pipeline(nodes) + answers, tags=[dataset, "generation"])
 
 
 def generation_report_pipeline(datasets: tuple[str, ...]) -> Pipeline:

@@ -27,10 +27,11 @@ def train_reward_model(
     Returns:
         The trained model (best validation weights) and its training history.
     """
-    from steerable_alignment.contracts import dataset_tensors
+    from steerable_alignment.contracts import dataset_tensors, embedding_of
     from steerable_alignment.models.config import ConfigError, RewardModelConfig
     from steerable_alignment.models.reward_models import build_model
-    from steerable_alignment.training.loop import TrainingConfig, seeded, train
+    from steerable_alignment.runtime.devices import seeded
+    from steerable_alignment.training.loop import TrainingConfig, train
 
     name = data["name"]
     unknown = sorted(set(variant) - {"model", "training"})
@@ -54,4 +55,12 @@ def train_reward_model(
     result = train(model, split.data, split.splits["train"], split.splits["validation"], training)
     history = pd.DataFrame(result.history)
     history["best"] = history["step"] == result.best_step
-    return result.model.cpu(), history
+    model = result.model.cpu()
+    # Saved with the weights (RewardModelDataset): steer and the evaluation nodes check
+    # a context's size and the features' embedding against these, not today's parameters.
+    model.trained_with = {
+        "min_context": training.min_context,
+        "max_context": training.max_context,
+        "embedding": embedding_of(features, f"{name}.features"),
+    }
+    return model, history

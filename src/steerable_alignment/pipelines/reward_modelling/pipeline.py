@@ -2,6 +2,7 @@
 
 from kedro.pipeline import Pipeline, node
 
+from steerable_alignment.pipelines.namespaces import per_variant
 from steerable_alignment.pipelines.reward_modelling.nodes import train_reward_model
 from steerable_alignment.pipelines.variants import REWARD_DATASETS
 
@@ -26,26 +27,21 @@ def base_pipeline() -> Pipeline:
     )
 
 
-def variant_pipeline(dataset: str, variant: str) -> Pipeline:
-    """The base pipeline under the namespace ``<dataset>.<variant>``."""
-    return Pipeline(
-        base_pipeline(),
-        namespace=f"{dataset}.{variant}",
-        inputs={"pairs": f"{dataset}.pairs", "features": f"{dataset}.features"},
-        parameters={
-            "params:data": f"params:reward_modelling.{dataset}.data",
-            "params:variant": f"params:reward_modelling.{dataset}.{variant}",
-        },
-        tags=[dataset, variant],
-    )
-
-
 def create_pipeline(**kwargs) -> Pipeline:
     return sum(
         (
-            variant_pipeline(dataset, variant)
+            per_variant(
+                dataset,
+                spec.variants,
+                lambda _: base_pipeline(),
+                inputs={"pairs": f"{dataset}.pairs", "features": f"{dataset}.features"},
+                parameters={
+                    "params:data": f"params:reward_modelling.{dataset}.data",
+                    "params:variant": f"params:reward_modelling.{dataset}.{{variant}}",
+                },
+                tags=[dataset],
+            )
             for dataset, spec in REWARD_DATASETS.items()
-            for variant in spec.variants
         ),
         Pipeline([]),
     )

@@ -1,42 +1,133 @@
-"""Scoring DPO policies by their implicit reward (DESIGN.md §2-3), framework-free.
+"""The DPO data contract: tokenised pairs with their features, and the batches cut from them.
 
-A DPO policy defines an implicit reward ``r(y) = β·(log π(y) − log π_ref(y))``
-(log-probs summed over the response tokens). Read as a preference model,
-``P(b ≻ a) = σ(r(y_b) − r(y_a))``: the accuracy of these probabilities is the
-*implicit-reward accuracy* (the chosen response's reward above the
-rejected's; a zero margin is a tie and counts half, as for the reward
-models) and their NLL is the DPO loss. Predictions therefore go through the
-same tables, bootstrap and paired comparisons as the reward models
-(:mod:`steerable_alignment.evaluation.metrics`).
+What the ``dpo`` nodes hand to training and to evaluation, below both
+(docs/architecture.md):
 
-The reference log-probs never change (the reference is the base model with
-adapters and FiLM off), so they are computed once per (pair, side) and kept
-in a :class:`ReferenceLogps` cache indexed by pair row.
+- :class:`SequenceBatch`: tokenised (prompt, response) sequences padded to
+  one length, optionally with the cached states entering the lowest adapted
+  block (*prefix states*).
+- :class:`PolicyData`: the pairs that have both tokenised sequences and
+  features, with their choices and splits; episodes index its rows.
+- :class:`ReferenceLogps`: the reference policy's summed response
+  log-probs of every (pair, side), computed once and kept. The reference is
+  the base model with adapters and FiLM off, so they never change.
+- :func:`pair_sequences` cuts a :class:`SequenceBatch` out of the pairs by
+  (row, side) index tensors.
 
-Glossary: P pairs, E episodes, N context slots, T targets, L tokens,
-D embedding size, Z latent size, M gathered pairs.
+Glossary: P pairs, E episodes, T targets, L tokens, H hidden size,
+D embedding size, K objectives, M gathered pairs.
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from torch import nn
 
 from steerable_alignment.episodes.sampler import EvaluationEpisodes
-from steerable_alignment.policy.logps import (
-    SequenceBatch,
-    causal_lm_logps,
-)
 from steerable_alignment.policy_data.tokenise import PolicyPairs
 
-if TYPE_CHECKING:
-    from steerable_alignment.policy.model import PolicyModel
 
-logger = logging.getLogger(__name__)
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Tokenised (prompt, response) sequences, padded to one length.
+
+    Attributes:
+        input_ids: (S, L) long token ids.
+        attention_mask: (S, L) 1 on real tokens, 0 on padding (either side).
+        response_start: (S,) long index of each response's first token (>= 1).
+        response_len: (S,) long number of response tokens (the response ends
+            at ``response_start + response_len <= L``).
+        prefix_states: (S, L, H) hidden states entering block ``prefix_blocks``
+            (computed once, :mod:`steerable_alignment.policy.prefix`), or None:
+            forward passes then start there instead of at the embeddings.
+        prefix_blocks: the number of lower blocks those states stand for (0: none).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_start: torch.Tensor
+    response_len: torch.Tensor
+    prefix_states: torch.Tensor | None = None
+    prefix_blocks: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.prefix_states is None) != (self.prefix_blocks == 0):
+            raise ValueError("prefix_states and prefix_blocks > 0 go together")
+        if self.prefix_states is not None and (
+            self.prefix_states.shape[:2] != self.input_ids.shape
+        ):
+            raise ValueError(
+                f"prefix_states of shape {tuple(self.prefix_states.shape)} do not match "
+                f"input_ids of shape {tuple(self.input_ids.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        """Move every tensor to ``device``."""
+        return SequenceBatch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            response_start=self.response_start.to(device),
+            response_len=self.response_len.to(device),
+            prefix_states=_maybe(self.prefix_states, lambda t: t.to(device)),
+            prefix_blocks=self.prefix_blocks,
+        )
+
+    def without_prefix(self) -> SequenceBatch:
+        """The same sequences with no cached states (forward passes start at the embeddings)."""
+        return dataclasses.replace(self, prefix_states=None, prefix_blocks=0)
+
+    def select(self, index: slice | list[int] | torch.Tensor) -> SequenceBatch:
+        """The sequences at ``index`` (rows), in that order."""
+        return SequenceBatch(
+            input_ids=self.input_ids[index],
+            attention_mask=self.attention_mask[index],
+            response_start=self.response_start[index],
+            response_len=self.response_len[index],
+            prefix_states=_maybe(self.prefix_states, lambda t: t[index]),
+            prefix_blocks=self.prefix_blocks,
+        )
+
+    @staticmethod
+    def cat(batches: list[SequenceBatch], pad_token_id: int) -> SequenceBatch:
+        """Stack batches along S, right-padding the shorter ones.
+
+        Right padding leaves every token's index (and so ``response_start``) as it was.
+        """
+        length = max(b.input_ids.shape[1] for b in batches)
+        prefix_blocks = {b.prefix_blocks for b in batches}
+        if len(prefix_blocks) != 1:
+            raise ValueError(f"cannot join batches with different prefix_blocks {prefix_blocks}")
+
+        def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+            return nn.functional.pad(t, (0, length - t.shape[1]), value=value)  # (S_i, L)
+
+        def pad_states(t: torch.Tensor) -> torch.Tensor:
+            return nn.functional.pad(t, (0, 0, 0, length - t.shape[1]))  # (S_i, L, H)
+
+        states = None
+        if batches[0].prefix_states is not None:
+            states = torch.cat([pad_states(b.prefix_states) for b in batches])  # (S, L, H)
+        return SequenceBatch(
+            input_ids=torch.cat([pad(b.input_ids, pad_token_id) for b in batches]),  # (S, L)
+            attention_mask=torch.cat([pad(b.attention_mask, 0) for b in batches]),  # (S, L)
+            response_start=torch.cat([b.response_start for b in batches]),  # (S,)
+            response_len=torch.cat([b.response_len for b in batches]),  # (S,)
+            prefix_states=states,
+            prefix_blocks=prefix_blocks.pop(),
+        )
+
+
+def _maybe(value: Any, fn: Any) -> Any:
+    return None if value is None else fn(value)
+
 
 #: Tensors of a ``{dataset}.policy_pairs`` file (:func:`policy_pairs_to_tensors`).
 POLICY_PAIR_TENSORS = (
@@ -215,19 +306,6 @@ def pair_sequences(pairs: PolicyPairs, rows: torch.Tensor, sides: torch.Tensor) 
     )
 
 
-@torch.no_grad()
-def base_model_logps(
-    model: Any, sequences: SequenceBatch, logits_at_response_only: bool = True
-) -> torch.Tensor:
-    """(S,) summed response log-probs under a bare base causal LM (the reference policy).
-
-    The same computation as ``PolicyModel.reference_logps`` (adapters and FiLM
-    off), without wrapping the model: used to precompute a data set's
-    reference log-probs once for every policy trained on it.
-    """
-    return causal_lm_logps(model, sequences, logits_at_response_only)
-
-
 class ReferenceLogps:
     """Reference log-probs of every (pair, side), computed once and kept.
 
@@ -299,176 +377,6 @@ class ReferenceLogps:
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {"values": self.values, "known": self.known}
-
-
-def context_latents(
-    policy: PolicyModel,
-    data: PolicyData,
-    context_rows: torch.Tensor,
-    context_choices: torch.Tensor,
-    context_mask: torch.Tensor,
-    device: torch.device,
-) -> torch.Tensor:
-    """(B, Z) user latents from context pairs given as rows of ``data``.
-
-    Args:
-        context_rows: (B, N) long pair rows (padding rows are masked out).
-        context_choices: (B, N) long choices of the episode's user.
-        context_mask: (B, N) bool, the real context pairs.
-    """
-    embeddings = data.embeddings[context_rows.cpu()].to(device)  # (B, N, 2, D)
-    return policy.encode_context(
-        embeddings, context_choices.to(device), context_mask.to(device)
-    )  # (B, Z)
-
-
-def policy_pair_logps(
-    policy: PolicyModel,
-    data: PolicyData,
-    rows: torch.Tensor,
-    z: torch.Tensor | None,
-    batch_size: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """(M, 2) policy log-probs of responses a and b of each pair row.
-
-    Pairs are processed in order of length (less padding), ``batch_size``
-    sequences per forward pass.
-
-    Args:
-        rows: (M,) long pair rows.
-        z: (M, Z) the latent of each pair (np_dpo), else None.
-    """
-    rows = rows.cpu()
-    out = torch.empty(len(rows), 2)
-    order = torch.argsort(data.sequences.seq_len[rows].max(1).values)  # (M,)
-    per_chunk = max(batch_size // 2, 1)
-    for start in range(0, len(rows), per_chunk):
-        index = order[start : start + per_chunk]  # (m,)
-        chunk = rows[index]
-        side_a = pair_sequences(data.sequences, chunk, torch.zeros_like(chunk)).to(device)
-        side_b = pair_sequences(data.sequences, chunk, torch.ones_like(chunk)).to(device)
-        z_chunk = None if z is None else z[index.to(z.device)]  # (m, Z)
-        logp_a, logp_b = policy.pair_logps(side_a, side_b, z_chunk)  # (m,), (m,)
-        out[index] = torch.stack([logp_a, logp_b], 1).float().cpu()
-    return out
-
-
-@torch.no_grad()
-def episode_pair_logps(
-    policy: PolicyModel,
-    data: PolicyData,
-    episodes: EvaluationEpisodes,
-    num_context: int,
-    batch_size: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """(E, T, 2) policy log-probs of both responses of every scored target of fixed episodes.
-
-    A context of ``num_context`` pairs (the episode's first slots, never a
-    target) conditions NP-DPO; policies that read no context, and NP-DPO
-    with an empty context (one latent for every user), score each distinct
-    target pair once. The caller sets eval mode.
-    """
-    targets = episodes.rows[:, episodes.max_context :]  # (E, T)
-    num_episodes, num_targets = targets.shape
-    uses_context = policy.config.uses_context
-    if not uses_context or num_context == 0:
-        unique, inverse = torch.unique(targets, return_inverse=True)  # (U,), (E, T)
-        z = None
-        if uses_context:
-            empty = torch.zeros(1, 0, dtype=torch.long)
-            z0 = context_latents(policy, data, empty, empty, empty.bool(), device)  # (1, Z)
-            z = z0.expand(len(unique), -1)  # (U, Z)
-        return policy_pair_logps(policy, data, unique, z, batch_size, device)[inverse]
-    context_rows = episodes.rows[:, :num_context]  # (E, n)
-    objective = episodes.objective.unsqueeze(1)  # (E, 1)
-    context_choices = data.choices[context_rows, objective]  # (E, n)
-    mask = torch.ones_like(context_rows, dtype=torch.bool)  # (E, n)
-    z = context_latents(policy, data, context_rows, context_choices, mask, device)
-    z = z.repeat_interleave(num_targets, 0)  # (E·T, Z)
-    logps = policy_pair_logps(policy, data, targets.flatten(), z, batch_size, device)
-    return logps.reshape(num_episodes, num_targets, 2)  # (E, T, 2)
-
-
-@torch.no_grad()
-def predict_policy_episodes(
-    policy: PolicyModel,
-    data: PolicyData,
-    reference: ReferenceLogps,
-    episodes: EvaluationEpisodes,
-    num_context: int,
-    beta: float,
-    batch_size: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """Implicit-reward ``P(b ≻ a) = σ(r_b − r_a)`` of every scored target of fixed episodes.
-
-    ``r = β·(log π − log π_ref)``; a context of ``num_context`` pairs (the
-    episode's first slots, never a target) conditions NP-DPO. Policies that
-    read no context, and NP-DPO with an empty context (one latent for every
-    user), score each distinct target pair once.
-
-    Args:
-        episodes: fixed episodes whose ``rows`` are rows of ``data``.
-        beta: β_dpo of the policy.
-        batch_size: sequences per forward pass.
-
-    Returns:
-        (E, T) float64 probabilities on the CPU.
-    """
-    was_training = policy.training
-    policy.eval()
-    try:
-        logps = episode_pair_logps(policy, data, episodes, num_context, batch_size, device)
-        targets = episodes.rows[:, episodes.max_context :]  # (E, T)
-        num_episodes, num_targets = targets.shape
-        flat = targets.flatten()
-        ref = torch.stack(
-            [
-                reference.gather(flat, torch.zeros_like(flat)),
-                reference.gather(flat, torch.ones_like(flat)),
-            ],
-            1,
-        ).reshape(num_episodes, num_targets, 2)  # (E, T, 2)
-        rewards = beta * (logps.double() - ref.double())  # (E, T, 2)
-        return torch.sigmoid(rewards[..., 1] - rewards[..., 0])  # (E, T)
-    finally:
-        policy.train(was_training)
-
-
-def predict_policy_context_sizes(
-    policy: PolicyModel,
-    data: PolicyData,
-    reference: ReferenceLogps,
-    episodes: EvaluationEpisodes,
-    context_sizes: list[int] | tuple[int, ...],
-    beta: float,
-    batch_size: int,
-    device: torch.device,
-) -> dict[int, torch.Tensor]:
-    """:func:`predict_policy_episodes` at every context size, each forward pass done once.
-
-    A policy that reads no context gives the same probabilities at every
-    size, so it is scored once and the result is shared by all sizes.
-
-    Returns:
-        context size -> (E, T) float64 probabilities on the CPU.
-    """
-    probs: dict[int, torch.Tensor] = {}
-    shared: torch.Tensor | None = None
-    for n in context_sizes:
-        if policy.config.uses_context:
-            probs[n] = predict_policy_episodes(
-                policy, data, reference, episodes, n, beta, batch_size, device
-            )
-            continue
-        if shared is None:
-            shared = predict_policy_episodes(
-                policy, data, reference, episodes, n, beta, batch_size, device
-            )
-        probs[n] = shared.clone()
-    return probs
 
 
 def episode_choices(data: PolicyData, episodes: EvaluationEpisodes) -> torch.Tensor:
