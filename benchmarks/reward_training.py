@@ -23,12 +23,12 @@ import time
 import torch
 import yaml
 
-from steerable_alignment.episodes.sampler import PreferenceData, TrainingEpisodeSampler
+from steerable_alignment.episodes.sampler import EpisodeSampler, PreferenceData
 from steerable_alignment.models.config import RewardModelConfig
 from steerable_alignment.models.reward_models import build_model
 from steerable_alignment.runtime.devices import seeded
 from steerable_alignment.synthetic.task import generate_pairs
-from steerable_alignment.training.loop import TrainingConfig, train
+from steerable_alignment.training.reward_models import TrainingConfig, train
 
 PARAMS = "conf/base/parameters_reward_modelling.yml"
 
@@ -66,8 +66,7 @@ def main() -> None:
         train(model, data, train_rows, val_rows, config)
         return time.perf_counter() - started
 
-    sampler = TrainingEpisodeSampler(
-        data,
+    sampler = EpisodeSampler(
         train_rows,
         torch.tensor([0, 1]),
         config.num_targets,
@@ -75,7 +74,9 @@ def main() -> None:
         config.max_context,
         seed=0,
     )
-    batches = [sampler.sample(config.batch_episodes) for _ in range(64)]
+    batches = [
+        sampler.sample(config.batch_episodes).batch(data, config.max_context) for _ in range(64)
+    ]
 
     def run_bare() -> float:
         with seeded(0):

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from steerable_alignment.episodes.sampler import (
+    EpisodeSampler,
     PreferenceData,
-    TrainingEpisodeSampler,
     make_evaluation_episodes,
     sample_distinct,
 )
@@ -36,13 +36,13 @@ def test_training_episodes_reproducible_from_seed_and_context_within_targets():
     split = torch.arange(0, 150)
     batches = []
     for _ in range(2):
-        sampler = TrainingEpisodeSampler(data, split, torch.tensor([0, 1]), 12, 0, 5, seed=7)
-        batches.append([sampler.sample(16) for _ in range(3)])
+        sampler = EpisodeSampler(split, torch.tensor([0, 1]), 12, 0, 5, seed=7)
+        batches.append([sampler.sample(16).batch(data, 5) for _ in range(3)])
     for a, b in zip(*batches):
         assert torch.equal(a.target_features, b.target_features)
         assert torch.equal(a.context_mask, b.context_mask)
         assert torch.equal(a.objective, b.objective)
-    other = TrainingEpisodeSampler(data, split, torch.tensor([0, 1]), 12, 0, 5, seed=8).sample(16)
+    other = EpisodeSampler(split, torch.tensor([0, 1]), 12, 0, 5, seed=8).sample(16).batch(data, 5)
     assert not torch.equal(other.target_features, batches[0][0].target_features)
 
     batch = batches[0][0]
@@ -81,3 +81,19 @@ def test_evaluation_episodes_disjoint_balanced_and_seeded():
 def test_unknown_objective_lists_valid_ones():
     with pytest.raises(ValueError, match=r"valid objectives: \['u0', 'u1'\]"):
         make_data().objective_ids(["u2"])
+
+
+def test_episode_slices_and_batches_agree_with_the_whole():
+    data = make_data()
+    episodes = EpisodeSampler(torch.arange(150), torch.tensor([0, 1]), 12, 2, 5, seed=3).sample(8)
+    assert len(episodes) == 8 and episodes.rows.shape == (8, 12)
+    assert int(episodes.num_context.min()) >= 2 and int(episodes.num_context.max()) <= 5
+    whole, half = episodes.batch(data, 5), episodes.slice(4, 8).batch(data, 5)
+    assert torch.equal(half.target_features, whole.target_features[4:])
+    assert torch.equal(half.context_mask, whole.context_mask[4:])
+    assert torch.equal(whole.context_mask.sum(1), episodes.num_context)
+
+
+def test_the_sampler_refuses_a_context_larger_than_the_targets():
+    with pytest.raises(ValueError, match="max_context < num_targets"):
+        EpisodeSampler(torch.arange(20), torch.tensor([0]), 4, 0, 4, seed=0)

@@ -11,8 +11,8 @@ import torch
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.training import loop
 from steerable_alignment.training.checkpointing import STATE_JSON, STATE_TENSORS
-from steerable_alignment.training.loop import train
-from tests.training.test_loop import make_model, tiny_config, tiny_setup
+from steerable_alignment.training.reward_models import train
+from tests.training.test_reward_models import make_model, tiny_config, tiny_setup
 
 
 class _Killed(Exception):
@@ -48,7 +48,7 @@ def test_a_stopped_and_resumed_run_ends_as_an_uninterrupted_one(model_type, tmp_
     )
 
     # killed while sampling step 5: the last checkpoint is step 4, step 5 is lost
-    real_sample = loop.TrainingEpisodeSampler.sample
+    real_sample = loop.EpisodeSampler.sample
     calls = {"n": 0}
 
     def sample_then_die(self, batch_size):
@@ -57,11 +57,11 @@ def test_a_stopped_and_resumed_run_ends_as_an_uninterrupted_one(model_type, tmp_
             raise _Killed
         return real_sample(self, batch_size)
 
-    monkeypatch.setattr(loop.TrainingEpisodeSampler, "sample", sample_then_die)
+    monkeypatch.setattr(loop.EpisodeSampler, "sample", sample_then_die)
     config = tiny_config(**settings, checkpoint_dir=str(tmp_path / "resumed"))
     with pytest.raises(_Killed):
         train(make_model(model_type), data, train_rows, val_rows, config)
-    monkeypatch.setattr(loop.TrainingEpisodeSampler, "sample", real_sample)
+    monkeypatch.setattr(loop.EpisodeSampler, "sample", real_sample)
     assert [p.name for p in (tmp_path / "resumed").iterdir()] == ["step-00000004"]
     saved = json.loads((tmp_path / "resumed/step-00000004" / STATE_JSON).read_text())
     assert saved["step"] == 4 and [row["step"] for row in saved["history"]] == [3]
@@ -87,7 +87,7 @@ def test_a_finished_run_started_again_trains_no_more(tmp_path, monkeypatch):
     data, train_rows, val_rows = tiny_setup()
     config = tiny_config(checkpoint_every=3, checkpoint_dir=str(tmp_path))
     first = train(make_model(), data, train_rows, val_rows, config)
-    monkeypatch.setattr(loop.TrainingEpisodeSampler, "sample", lambda *a: pytest.fail("trained"))
+    monkeypatch.setattr(loop.EpisodeSampler, "sample", lambda *a: pytest.fail("trained"))
     again = train(make_model(seed=5), data, train_rows, val_rows, config)
     assert again.resumed_from == config.max_steps and again.best_step == first.best_step
     _same_weights(again.model.state_dict(), first.model.state_dict())
@@ -166,7 +166,22 @@ def test_the_reward_modelling_node_resumes_from_its_checkpoint_parameters(
     steps = variant["training"]["max_steps"]
     assert [p.name for p in tmp_path.iterdir()] == [f"step-{steps:08d}"]
     # started again, the finished run's checkpoint gives the same model without training
-    monkeypatch.setattr(loop.TrainingEpisodeSampler, "sample", lambda *a: pytest.fail("trained"))
+    monkeypatch.setattr(loop.EpisodeSampler, "sample", lambda *a: pytest.fail("trained"))
     again, again_history = train_reward_model(pairs, features, params["data"], variant)
     _same_weights(again.state_dict(), model.state_dict())
     assert again_history.drop(columns="seconds").equals(history.drop(columns="seconds"))
+
+
+def test_a_checkpoint_written_by_an_older_version_is_refused_with_a_way_out(tmp_path):
+    data, train_rows, val_rows = tiny_setup()
+    config = tiny_config(
+        max_steps=2, eval_every=2, checkpoint_every=2, checkpoint_dir=str(tmp_path)
+    )
+    train(make_model("btl"), data, train_rows, val_rows, config)
+    state = tmp_path / "step-00000002" / STATE_JSON
+    meta = json.loads(state.read_text())
+    state.write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(
+        ConfigError, match=rf"checkpoint format 1, this code reads 2.*delete {tmp_path}"
+    ):
+        train(make_model("btl"), data, train_rows, val_rows, config)

@@ -22,7 +22,7 @@ TRAINING_FILE = "training.json"
 
 
 class PolicyCheckpointDataset(AbstractVersionedDataset):
-    """A :class:`~steerable_alignment.training.policy_loop.TrainedPolicy` in one folder.
+    """A :class:`~steerable_alignment.training.policies.TrainedPolicy` in one folder.
 
     Example catalog entry::
 

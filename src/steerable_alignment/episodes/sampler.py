@@ -93,35 +93,71 @@ def _gather_batch(
     )
 
 
-class TrainingEpisodeSampler:
-    """Fresh training episodes every call; context ⊆ targets (NP convention).
+@dataclass(frozen=True)
+class TrainingEpisodes:
+    """A batch of training episodes as row indices (context ⊆ targets).
+
+    Attributes:
+        rows: (B, T) long target rows; the first ``num_context[b]`` are the
+            context of episode b.
+        objective: (B,) long objective column of each episode's user.
+        num_context: (B,) long context size of each episode.
+    """
+
+    rows: torch.Tensor
+    objective: torch.Tensor
+    num_context: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def slice(self, start: int, stop: int) -> TrainingEpisodes:
+        """Episodes ``[start, stop)`` (a micro-batch, or one process's share)."""
+        return TrainingEpisodes(
+            self.rows[start:stop], self.objective[start:stop], self.num_context[start:stop]
+        )
+
+    def batch(self, data: PreferenceData, max_context: int) -> EpisodeBatch:
+        """Their features and choices: ``max_context`` context slots, masked to each size."""
+        slots = torch.arange(max_context, device=self.rows.device)
+        context_mask = slots < self.num_context.unsqueeze(1)  # (B, N)
+        target_mask = torch.ones(self.rows.shape, dtype=torch.bool, device=self.rows.device)
+        return _gather_batch(
+            data, self.rows[:, :max_context], context_mask, self.rows, target_mask, self.objective
+        )
+
+
+class EpisodeSampler:
+    """Fresh training episodes every call, as index tensors; context ⊆ targets (NP convention).
+
+    One sampler for every model: reward models gather feature pairs from the
+    rows (:meth:`TrainingEpisodes.batch`), policies gather tokenised pairs.
 
     Args:
-        data: the preference data (already on the training device).
         split_rows: (P,) long rows of the split to draw from.
         objective_ids: (K',) long objective columns users are drawn from.
         num_targets: T pairs per episode.
         min_context, max_context: the context size is uniform in this range.
         seed: seeds the sampler's own generator.
+        device: where the draws are made and the episodes live.
     """
 
     def __init__(
         self,
-        data: PreferenceData,
         split_rows: torch.Tensor,
         objective_ids: torch.Tensor,
         num_targets: int,
         min_context: int,
         max_context: int,
         seed: int,
+        device: torch.device | str = "cpu",
     ) -> None:
         if not 0 <= min_context <= max_context < num_targets:
             raise ValueError(
                 "need 0 <= min_context <= max_context < num_targets, got "
                 f"min_context={min_context}, max_context={max_context}, num_targets={num_targets}"
             )
-        self.data = data
-        self.device = data.features.device
+        self.device = torch.device(device)
         self.split_rows = split_rows.to(self.device)
         self.objective_ids = objective_ids.to(self.device)
         self.num_targets = num_targets
@@ -129,22 +165,14 @@ class TrainingEpisodeSampler:
         self.max_context = max_context
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
-    def sample(self, batch_size: int) -> EpisodeBatch:
+    def sample(self, batch_size: int) -> TrainingEpisodes:
         g, dev = self.generator, self.device
         picks = sample_distinct(len(self.split_rows), (batch_size, self.num_targets), g, dev)
-        rows = self.split_rows[picks]  # (B, T)
-        objective = self.objective_ids[
-            torch.randint(len(self.objective_ids), (batch_size,), generator=g, device=dev)
-        ]
-        n_context = torch.randint(
-            self.min_context, self.max_context + 1, (batch_size, 1), generator=g, device=dev
+        pick = torch.randint(len(self.objective_ids), (batch_size,), generator=g, device=dev)
+        num_context = torch.randint(
+            self.min_context, self.max_context + 1, (batch_size,), generator=g, device=dev
         )
-        slots = torch.arange(self.max_context, device=dev)
-        context_mask = slots < n_context  # (B, N): the first n targets are the context
-        target_mask = torch.ones(rows.shape, dtype=torch.bool, device=dev)
-        return _gather_batch(
-            self.data, rows[:, : self.max_context], context_mask, rows, target_mask, objective
-        )
+        return TrainingEpisodes(self.split_rows[picks], self.objective_ids[pick], num_context)
 
 
 @dataclass(frozen=True)

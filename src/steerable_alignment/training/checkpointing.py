@@ -1,4 +1,4 @@
-"""Resumable training checkpoints without pickle, shared by the reward-model and DPO loops.
+"""Resumable training checkpoints without pickle, written by the one training loop.
 
 A checkpoint is a folder ``<checkpoint_dir>/step-<NNNNNNNN>/`` written
 atomically (a temporary sibling renamed into place, so every folder found is
@@ -32,7 +32,8 @@ from steerable_alignment.models.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+#: 2: one loop for every model (``training/loop.py``); format 1 came from the two loops before it.
+CHECKPOINT_FORMAT = 2
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -177,7 +178,8 @@ def read_checkpoint(
     if meta.get("format_version") != CHECKPOINT_FORMAT:
         raise ConfigError(
             f"{path}: checkpoint format {meta.get('format_version')!r}, this code reads "
-            f"{CHECKPOINT_FORMAT}"
+            f"{CHECKPOINT_FORMAT} (written by an older version). Use another "
+            f"'training.checkpoint_dir' (or delete {Path(path).parent}) to start afresh"
         )
     check_signature(path, meta.get("signature"), signature)
     return meta, load_file(str(path / STATE_TENSORS))

@@ -1,193 +1,139 @@
-"""The one training loop shared by every preference model.
+"""The one training loop, shared by every model: reward models and DPO policies alike.
 
-AdamW on batches of fresh episodes, validation on a fixed seeded set of
-validation episodes every ``eval_every`` steps, the best-by-validation
-weights kept as the checkpoint, a progress bar, device and dtype from the
-config, deterministic from a seed.
+Each optimiser step draws ``batch_episodes`` fresh episodes (index tensors,
+:class:`~steerable_alignment.episodes.sampler.EpisodeSampler`: a user type,
+``num_targets`` distinct train pairs with that user's choices, a context of
+the first ``n`` of them), splits them over the processes of a data-parallel
+launch and each process's share into ``grad_accum_steps`` micro-batches,
+adds up the gradients (all-reduced across processes), clips them and steps
+AdamW under a constant or warm-up/cosine schedule. Every ``eval_every``
+steps (and at the last) it scores fixed, seeded validation episodes and keeps
+the weights with the best score. With ``checkpoint_dir`` and
+``checkpoint_every`` it writes resumable checkpoints (safetensors + JSON,
+:mod:`steerable_alignment.training.checkpointing`); a run started again with
+the same inputs resumes from the last one and ends exactly as an
+uninterrupted run would, and a checkpoint of other inputs is refused naming
+what changed.
 
-Optionally (``checkpoint_dir`` and ``checkpoint_every``), a resumable
-checkpoint every ``checkpoint_every`` steps (and at the last step): the
-model, optimiser, scheduler, RNG and episode-sampler states, the running
-train loss, the best weights so far and the history, written atomically as
-safetensors + JSON (:mod:`steerable_alignment.training.checkpointing`). A run
-started again with the same configuration, model and data resumes from the
-last checkpoint and ends exactly as an uninterrupted run would; a checkpoint
-of another run is refused, naming the differing keys.
+What differs between models comes in through a :class:`TrainingTask`: how a
+micro-batch of episodes becomes a loss, what is trainable and saved, the
+validation scores and which of them selects the weights, and what else a
+checkpoint must hold. :mod:`steerable_alignment.training.reward_models` and
+:mod:`steerable_alignment.training.policies` are the two tasks.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from steerable_alignment.episodes.sampler import (
-    PreferenceData,
-    TrainingEpisodeSampler,
+    EpisodeSampler,
+    EvaluationEpisodes,
+    TrainingEpisodes,
     make_evaluation_episodes,
 )
-from steerable_alignment.episodes.scoring import predict_episodes, summarise, target_choices
 from steerable_alignment.episodes.sizes import too_small_hint
-from steerable_alignment.models.config import ConfigError, config_from_params
-from steerable_alignment.runtime.devices import DTYPES, autocast, resolve_device, seeded
+from steerable_alignment.models.config import ConfigError
+from steerable_alignment.runtime.devices import DTYPES, resolve_device
+from steerable_alignment.runtime.distributed import Processes, current_processes
 from steerable_alignment.training import checkpointing
+from steerable_alignment.training.config import LoopConfig, lr_factor
 
 logger = logging.getLogger(__name__)
 
-LR_SCHEDULES = ("constant", "cosine")
-SELECT_BY = ("nll", "accuracy")
-#: Settings that may change between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = (
-    "progress",
-    "num_threads",
-    "checkpoint_dir",
-    "checkpoint_every",
-    "keep_checkpoints",
-)
 
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Hyper-parameters of one training run (``params:<variant>.training``).
+class TrainingTask(Protocol):
+    """What the loop needs from a model (a reward model, a DPO policy).
 
     Attributes:
-        objectives: user types episodes are drawn from (None: all of the data's).
-        max_steps: optimiser steps.
-        batch_episodes: B, episodes per step.
-        num_targets: T, target pairs per episode.
-        min_context, max_context: range of the context size (context ⊆ targets).
-        lr, weight_decay, betas: AdamW settings.
-        lr_schedule: ``constant`` or ``cosine`` (decay to ``min_lr_ratio``·lr).
-        warmup_steps: linear warm-up steps.
-        grad_clip: max gradient norm (None: no clipping).
-        eval_every: validate every this many steps (and at the end).
-        val_episodes_per_objective: size of the fixed validation set per objective.
-        val_context_sizes: context sizes averaged in the validation score.
-        select_by: keep the weights with the best validation ``nll`` (lowest)
-            or ``accuracy`` (highest; ties keep the earlier step).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: ``float32``, ``bfloat16`` or ``float16`` (autocast on accelerators).
-        num_threads: torch intra-op threads on the CPU (None: leave as is).
-        seed: seeds initialisation, episodes and latent samples.
-        progress: show a progress bar.
-        checkpoint_every: write a resumable checkpoint every this many steps
-            (and at the last step); 0 (default) turns checkpoints off.
-        checkpoint_dir: where checkpoints go; a run started with a folder that
-            holds checkpoints resumes from the last one (None: no checkpoints).
-        keep_checkpoints: how many of the latest checkpoints to keep.
+        name: the model's name in the progress bar and the logs.
+        train_rows, val_rows: (P,) long rows of the train and validation splits.
+        objective_ids: (K',) long objective columns users are drawn from.
+        sample_device: where episodes are drawn (the features' device, or the CPU).
+        stat_scale: train statistics divided by this per step before averaging
+            (e.g. sums over a step's pairs; absent: as returned).
     """
 
-    objectives: tuple[str, ...] | None = None
-    max_steps: int = 3000
-    batch_episodes: int = 64
-    num_targets: int = 20
-    min_context: int = 0
-    max_context: int = 10
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    lr_schedule: str = "constant"
-    min_lr_ratio: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float | None = None
-    eval_every: int = 500
-    val_episodes_per_objective: int = 256
-    val_context_sizes: tuple[int, ...] = (0, 1, 3, 5, 10)
-    select_by: str = "nll"
-    device: str = "auto"
-    dtype: str = "float32"
-    num_threads: int | None = None
-    seed: int = 0
-    progress: bool = True
-    checkpoint_every: int = 0
-    checkpoint_dir: str | None = None
-    keep_checkpoints: int = 1
+    name: str
+    train_rows: torch.Tensor
+    val_rows: torch.Tensor
+    objective_ids: torch.Tensor
+    sample_device: torch.device
+    stat_scale: Mapping[str, float]
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], prefix: str = "training") -> TrainingConfig:
-        """Build and validate from a parameters mapping.
+    def setup(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Move the model (and data) to ``device`` before anything else runs."""
 
-        Raises:
-            ConfigError: naming the offending parameter.
+    def signature(self) -> dict[str, Any]:
+        """What besides the config a checkpoint must have been made from."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW parameter groups (the trainable weights only)."""
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """The parameters whose gradients are clipped and all-reduced."""
+
+    def start(self, val_episodes: EvaluationEpisodes) -> str:
+        """Anything to do once before the first step (after a resume); a note for the log."""
+
+    def prepare(self, episodes: TrainingEpisodes) -> None:
+        """Anything a step's episodes need before their loss (e.g. cached reference log-probs)."""
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of the forward passes."""
+
+    def loss(self, episodes: TrainingEpisodes, total: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The loss of a micro-batch as its share of the step (of ``total`` episodes).
+
+        Returns:
+            The scalar to back-propagate (the step's gradient is the sum over
+            micro-batches and processes) and train statistics summed over
+            the micro-batch (added up over the step).
         """
-        return config_from_params(cls, params, prefix, ("objectives", "betas", "val_context_sizes"))
 
-    def validate(self, prefix: str = "training") -> None:
-        def fail(key: str, message: str) -> ConfigError:
-            return ConfigError(f"Parameter '{prefix}.{key}': {message}")
+    def validate(self, episodes: EvaluationEpisodes) -> dict[str, float]:
+        """Validation scores (``val_*``, in the order the history shows them)."""
 
-        for key in ("max_steps", "batch_episodes", "num_targets", "eval_every"):
-            if getattr(self, key) <= 0:
-                raise fail(key, f"must be a positive integer, got {getattr(self, key)}")
-        if self.min_context < 0 or self.min_context > self.max_context:
-            raise fail("min_context", f"must be in [0, max_context={self.max_context}]")
-        if self.max_context >= self.num_targets:
-            raise fail(
-                "max_context",
-                f"must be smaller than num_targets ({self.num_targets}) because the "
-                f"context is drawn from the targets, got {self.max_context}",
-            )
-        if any(n < 0 or n > self.max_context for n in self.val_context_sizes):
-            raise fail("val_context_sizes", f"each must be in [0, max_context={self.max_context}]")
-        if self.lr <= 0:
-            raise fail("lr", f"must be > 0, got {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise fail("lr_schedule", f"expected one of {list(LR_SCHEDULES)}")
-        if self.select_by not in SELECT_BY:
-            raise fail("select_by", f"expected one of {list(SELECT_BY)}, got {self.select_by!r}")
-        if self.dtype not in DTYPES:
-            raise fail("dtype", f"expected one of {list(DTYPES)}, got {self.dtype!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise fail("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.val_episodes_per_objective <= 0:
-            raise fail("val_episodes_per_objective", "must be a positive integer")
-        if self.checkpoint_every < 0:
-            raise fail("checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
-        if self.checkpoint_every and not self.checkpoint_dir:
-            raise fail("checkpoint_dir", "is needed when checkpoint_every > 0")
-        if self.keep_checkpoints <= 0:
-            raise fail(
-                "keep_checkpoints", f"must be a positive integer, got {self.keep_checkpoints}"
-            )
+    def selection_score(self, scores: Mapping[str, float]) -> float:
+        """The score that selects the kept weights: lower is better."""
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (tuples as lists)."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the weights worth keeping as the best so far."""
 
+    def restore(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """Load a :meth:`snapshot`."""
 
-def _lr_factor(config: TrainingConfig, step: int) -> float:
-    if config.warmup_steps and step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    if config.lr_schedule == "constant":
-        return 1.0
-    span = max(config.max_steps - config.warmup_steps, 1)
-    progress = min((step - config.warmup_steps) / span, 1.0)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """What else a checkpoint holds as tensors (weights, caches)."""
+
+    def load_state(self, tensors: Mapping[str, torch.Tensor], folder: Path) -> None:
+        """Restore what :meth:`state_tensors` and :meth:`write_extra` saved."""
+
+    def write_extra(self, folder: Path) -> None:
+        """Write anything else into a checkpoint folder (e.g. loadable weights)."""
 
 
 @dataclass
-class TrainingResult:
-    """The trained model (best validation weights) and its history.
+class LoopResult:
+    """What a run produced besides the trained model.
 
     Attributes:
-        model: the model with the best validation weights loaded.
-        history: one dict per validation (step, train_loss, val_nll, val_accuracy, seconds).
-        best_step: the step whose weights were kept.
+        history: one dict per validation: step, ``train_*`` (averages since
+            the previous validation), the task's ``val_*`` scores, lr, seconds.
+        best_step: the step whose weights were kept (loaded into the model).
         resumed_from: the step a checkpoint resumed from (0: a fresh run).
     """
 
-    model: torch.nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     best_step: int = 0
     resumed_from: int = 0
@@ -202,246 +148,334 @@ class _LoopState:
     best_step: int = 0
     best_score: float = math.inf
     best_state: dict[str, torch.Tensor] | None = None
+    running: dict[str, Any] = field(default_factory=dict)  # train statistics since validation
+    running_steps: int = 0
     seconds: float = 0.0
 
 
-def validate_model(
-    model: torch.nn.Module,
-    data: PreferenceData,
-    episodes: Any,
-    context_sizes: tuple[int, ...],
-    dtype: torch.dtype,
-) -> tuple[float, float]:
-    """Mean NLL and accuracy over ``context_sizes`` on fixed episodes."""
-    choices = target_choices(data, episodes)
-    device = data.features.device
-    nll, acc = [], []
-    with autocast(device, dtype):
-        for n in context_sizes:
-            scores = summarise(predict_episodes(model, data, episodes, n), choices)
-            nll.append(scores["nll"])
-            acc.append(scores["accuracy"])
-    return sum(nll) / len(nll), sum(acc) / len(acc)
-
-
-def train(
-    model: torch.nn.Module,
-    data: PreferenceData,
-    train_rows: torch.Tensor,
-    val_rows: torch.Tensor,
-    config: TrainingConfig,
-) -> TrainingResult:
-    """Train ``model`` on episodes of ``train_rows``, select on ``val_rows``.
-
-    Args:
-        model: a preference model with ``loss(batch) -> LossOutput``.
-        data: all pairs as tensors (any device; moved to the config's device).
-        train_rows, val_rows: (P,) long row indices of the two splits.
-        config: the training configuration.
-
-    Returns:
-        The model holding its best validation weights, and the history.
+def check_split_sizes(config: LoopConfig, sizes: Mapping[str, int], what: str = "pairs") -> None:
+    """Fail before any work when a split cannot fill one episode.
 
     Raises:
-        ConfigError: a split too small for an episode, or a checkpoint in
-            ``config.checkpoint_dir`` made with another configuration, model
-            or data.
+        ConfigError: naming the parameters, the split, and the sizes that would fit.
     """
-    device = resolve_device(config.device)
-    dtype = DTYPES[config.dtype]
-    if config.num_threads is not None and device.type == "cpu":
-        torch.set_num_threads(config.num_threads)
-    objectives = config.objectives or data.objectives
-    objective_ids = data.objective_ids(objectives)
     needed = {"train": config.num_targets, "validation": config.max_context + config.num_targets}
-    for split, rows in (("train", train_rows), ("validation", val_rows)):
-        if len(rows) < needed[split]:
+    for split, count in needed.items():
+        have = sizes.get(split, 0)
+        if have < count:
             hint = too_small_hint(
-                len(rows),
-                config.max_context,
-                config.num_targets,
-                context_in_targets=split == "train",
+                have, config.max_context, config.num_targets, context_in_targets=split == "train"
             )
             raise ConfigError(
                 f"Parameters 'training.num_targets'/'training.max_context': an episode needs "
-                f"{needed[split]} distinct pairs but the {split} split has {len(rows)}{hint}"
+                f"{count} distinct pairs but the {split} split has {have} {what}{hint}"
             )
+
+
+def run(task: TrainingTask, config: LoopConfig) -> LoopResult:
+    """Train ``task``'s model with ``config`` (module docstring); the best weights end loaded.
+
+    Raises:
+        ConfigError: the step's episodes do not split over the processes and
+            micro-batches, or a checkpoint in ``config.checkpoint_dir`` was made
+            from other inputs.
+    """
+    processes = current_processes(config.device)
+    world, rank = processes.count, processes.index
+    if config.batch_episodes % (config.grad_accum_steps * world):
+        raise ConfigError(
+            f"Parameter 'training.batch_episodes': {config.batch_episodes} episodes per step "
+            f"must split evenly over {world} process(es) x {config.grad_accum_steps} "
+            "micro-batch(es) ('training.grad_accum_steps')"
+        )
+    device = process_device(config.device, processes)
+    dtype = DTYPES[config.dtype]
+    if config.num_threads is not None and device.type == "cpu":
+        torch.set_num_threads(config.num_threads)
+    task.setup(device, dtype)
     checkpoints = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    signature = _signature(config, model, data, train_rows, val_rows) if checkpoints else {}
-    data = data.to(device)
-    model = model.to(device)
-    sampler = TrainingEpisodeSampler(
-        data,
-        train_rows,
-        objective_ids,
+    signature = {"training": config.signature(), **task.signature()} if checkpoints else {}
+    sampler, val_episodes = _episodes(task, config)
+    optimiser = torch.optim.AdamW(
+        task.param_groups(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: lr_factor(config, s))
+    state = _LoopState()
+    rng_state: dict[str, torch.Tensor] | None = None
+    latest = checkpointing.latest_checkpoint(checkpoints) if checkpoints else None
+    if latest is not None:
+        state, rng_state = _load_checkpoint(
+            latest, signature, task, optimiser, scheduler, sampler, device, rank
+        )
+        logger.info("Resuming from %s (step %d of %d)", latest, state.step, config.max_steps)
+    resumed_from = state.step
+    note = task.start(val_episodes)
+    _log_start(task, config, device, world, len(val_episodes), note)
+    local = config.batch_episodes // world  # this process's episodes of each step
+    micro = local // config.grad_accum_steps
+    started = time.perf_counter() - state.seconds
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if rng_state is None:
+            torch.manual_seed(config.seed + 2 + rank)  # dropout differs between processes
+        else:
+            checkpointing.set_rng_state(rng_state, device)
+        bar = tqdm(
+            range(state.step + 1, config.max_steps + 1),
+            desc=f"train {task.name}",
+            initial=state.step,
+            total=config.max_steps,
+            disable=not (config.progress and processes.is_main),
+            mininterval=2.0,
+        )
+        for step in bar:
+            _train_step(task, config, sampler, optimiser, processes, local, micro, device, state)
+            scheduler.step()
+            state.step = step
+            if step % config.eval_every == 0 or step == config.max_steps:
+                row = _validate(task, val_episodes, state, optimiser, device, processes, started)
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_accuracy']:.4f}")
+            if checkpoints is not None and _checkpoint_due(config, step):
+                state.seconds = time.perf_counter() - started
+                _save_checkpoint(
+                    checkpoints, config, signature, state, task, optimiser, scheduler, sampler,
+                    device, processes,
+                )  # fmt: skip
+    if state.best_state is not None:
+        task.restore(state.best_state)
+    logger.info(
+        "Kept the weights of step %d (best validation score %.4f)",
+        state.best_step,
+        state.best_score,
+    )
+    return LoopResult(state.history, state.best_step, resumed_from)
+
+
+def _episodes(task: TrainingTask, config: LoopConfig) -> tuple[EpisodeSampler, EvaluationEpisodes]:
+    """The training-episode sampler and the fixed validation episodes (seeded from the config)."""
+    sampler = EpisodeSampler(
+        task.train_rows,
+        task.objective_ids,
         config.num_targets,
         config.min_context,
         config.max_context,
         seed=config.seed,
+        device=task.sample_device,
     )
     val_episodes = make_evaluation_episodes(
-        val_rows,
-        objective_ids,
+        task.val_rows,
+        task.objective_ids,
         config.val_episodes_per_objective,
         config.num_targets,
         config.max_context,
         seed=config.seed + 1,
     )
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(config, step))
-    state = _LoopState()
-    running = torch.zeros((), device=device)  # train loss summed since the last validation
-    rng_state: dict[str, torch.Tensor] | None = None
-    latest = checkpointing.latest_checkpoint(checkpoints) if checkpoints else None
-    if latest is not None:
-        state, rng_state = _load_checkpoint(
-            latest, signature, model, optimiser, scheduler, sampler, running, device
-        )
-        logger.info("Resuming from %s (step %d of %d)", latest, state.step, config.max_steps)
-    resumed_from = state.step
-    started = time.perf_counter() - state.seconds
+    return sampler, val_episodes
+
+
+def _checkpoint_due(config: LoopConfig, step: int) -> bool:
+    every = config.checkpoint_every
+    return bool(every) and (step % every == 0 or step == config.max_steps)
+
+
+def _log_start(
+    task: TrainingTask,
+    config: LoopConfig,
+    device: torch.device,
+    world: int,
+    val_episodes: int,
+    note: str,
+) -> None:
     logger.info(
-        "Training %s for %d steps on %s (%s), %d episodes x %d targets per step",
-        type(model).__name__,
+        "Training %s for %d steps on %s (%s, %d process(es)): %d episodes x %d targets per "
+        "step, context %d-%d, %d micro-batch(es) per process; %d validation episodes%s",
+        task.name,
         config.max_steps,
         device,
         config.dtype,
+        world,
         config.batch_episodes,
         config.num_targets,
+        config.min_context,
+        config.max_context,
+        config.grad_accum_steps,
+        val_episodes,
+        note,
     )
-    with seeded(config.seed + 2, device):
-        if rng_state is not None:
-            checkpointing.set_rng_state(rng_state, device)
-        bar = tqdm(
-            range(state.step + 1, config.max_steps + 1),
-            desc=f"train {type(model).__name__}",
-            initial=state.step,
-            total=config.max_steps,
-            disable=not config.progress,
-            mininterval=2.0,
-        )
-        for step in bar:
-            batch = sampler.sample(config.batch_episodes)
-            with autocast(device, dtype):
-                loss = model.loss(batch).loss.mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimiser.step()
-            scheduler.step()
-            running += loss.detach()
-            state.step = step
-            if step % config.eval_every == 0 or step == config.max_steps:
-                since = step - (state.history[-1]["step"] if state.history else 0)
-                train_loss = float(running) / since
-                running.zero_()
-                val_nll, val_acc = validate_model(
-                    model, data, val_episodes, config.val_context_sizes, dtype
-                )
-                score = val_nll if config.select_by == "nll" else -val_acc
-                if score < state.best_score:
-                    state.best_score, state.best_step = score, step
-                    state.best_state = {
-                        k: v.detach().clone() for k, v in model.state_dict().items()
-                    }
-                state.history.append(
-                    {
-                        "step": step,
-                        "train_loss": train_loss,
-                        "val_nll": val_nll,
-                        "val_accuracy": val_acc,
-                        "lr": optimiser.param_groups[0]["lr"],
-                        "seconds": time.perf_counter() - started,
-                    }
-                )
-                bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=f"{val_acc:.4f}")
-                logger.info(
-                    "step %d: train loss %.4f, val nll %.4f, val accuracy %.4f",
-                    step,
-                    train_loss,
-                    val_nll,
-                    val_acc,
-                )
-            if (
-                checkpoints is not None
-                and config.checkpoint_every
-                and (step % config.checkpoint_every == 0 or step == config.max_steps)
-            ):
-                state.seconds = time.perf_counter() - started
-                _save_checkpoint(
-                    checkpoints,
-                    config,
-                    signature,
-                    state,
-                    model,
-                    optimiser,
-                    scheduler,
-                    sampler,
-                    running,
-                    device,
-                )
-    if state.best_state is not None:
-        model.load_state_dict(state.best_state)
-    logger.info(
-        "Kept the weights of step %d (best validation %s)", state.best_step, config.select_by
-    )
-    return TrainingResult(model, state.history, state.best_step, resumed_from)
+
+
+def _train_step(
+    task: TrainingTask,
+    config: LoopConfig,
+    sampler: EpisodeSampler,
+    optimiser: torch.optim.Optimizer,
+    processes: Processes,
+    local: int,
+    micro: int,
+    device: torch.device,
+    state: _LoopState,
+) -> None:
+    """One optimiser step: this process's micro-batches, the all-reduce, clipping, AdamW."""
+    episodes = sampler.sample(config.batch_episodes)  # the same on every process
+    task.prepare(episodes)
+    optimiser.zero_grad(set_to_none=True)
+    stats: dict[str, Any] = {}
+    start = processes.index * local
+    for lo in range(start, start + local, micro):
+        with task.autocast():
+            loss, micro_stats = task.loss(episodes.slice(lo, lo + micro), config.batch_episodes)
+        loss.backward()
+        for key, value in micro_stats.items():
+            stats[key] = stats.get(key, 0.0) + value
+    trainable = task.trainable()
+    if processes.count > 1:
+        _all_reduce_gradients(trainable)
+        values = torch.tensor([float(v) for v in stats.values()], dtype=torch.float64)
+        totals = _all_reduce_sum(values, device)
+        stats = dict(zip(stats, totals.tolist(), strict=True))
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+    optimiser.step()
+    for key, value in stats.items():
+        scale = task.stat_scale.get(key)
+        share = value if scale is None else value / scale
+        state.running[key] = state.running.get(key, 0.0) + share
+    state.running_steps += 1
+
+
+def _validate(
+    task: TrainingTask,
+    val_episodes: EvaluationEpisodes,
+    state: _LoopState,
+    optimiser: torch.optim.Optimizer,
+    device: torch.device,
+    processes: Processes,
+    started: float,
+) -> dict[str, float]:
+    """Score the validation episodes, keep the best weights, add a history row (returned)."""
+    scores = task.validate(val_episodes)
+    if processes.count > 1:  # every process keeps the same best step
+        import torch.distributed as dist
+
+        values = torch.tensor(list(scores.values()), dtype=torch.float64, device=device)
+        dist.broadcast(values, 0)
+        scores = dict(zip(scores, values.tolist(), strict=True))
+    score = task.selection_score(scores)
+    if score < state.best_score:
+        state.best_score, state.best_step = score, state.step
+        state.best_state = task.snapshot()
+    count = max(state.running_steps, 1)
+    row = {
+        "step": state.step,
+        **{f"train_{k}": float(v) / count for k, v in state.running.items()},
+        **scores,
+        "lr": optimiser.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - started,
+    }
+    state.history.append(row)
+    state.running = {}
+    state.running_steps = 0
+    log = logger.info if processes.is_main else logger.debug
+    shown = [f"{k.replace('_', ' ')} {v:.4f}" for k, v in row.items() if k not in _NOT_LOGGED]
+    log("step %d: %s", state.step, ", ".join(shown))
+    return row
+
+
+_NOT_LOGGED = ("step", "lr", "seconds")
+
+
+# -- data parallel ------------------------------------------------------------------------------
+
+
+def process_device(name: str, processes: Processes) -> torch.device:
+    """The config's device; under a launcher with CUDA, this process's own GPU."""
+    if processes.count > 1 and name != "cpu" and torch.cuda.is_available():
+        device = torch.device("cuda", processes.local_index)
+        if name.startswith("cuda:"):
+            logger.warning(
+                "training.device=%s ignored: process %d uses %s", name, processes.index, device
+            )
+        torch.cuda.set_device(device)
+        return device
+    return resolve_device(name)
+
+
+def _all_reduce_sum(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The sum of ``values`` over every process (a CPU float64 tensor back)."""
+    import torch.distributed as dist
+
+    values = values.double().to(device)
+    dist.all_reduce(values)
+    return values.cpu()
+
+
+def _all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Sum every process's gradients (one flat all-reduce); each process held its share of
+    the step's loss, so the sums are the whole step's gradients.
+
+    A parameter no process touched keeps ``grad = None`` (as in one process),
+    so the optimiser skips it everywhere alike.
+    """
+    import torch.distributed as dist
+
+    device = params[0].device
+    flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in params]
+    )  # (sum of numel,)
+    dist.all_reduce(flags)
+    dist.all_reduce(flat)
+    offset = 0
+    for param, flag in zip(params, flags.tolist(), strict=True):
+        size = param.numel()
+        param.grad = flat[offset : offset + size].view_as(param).to(param.dtype) if flag else None
+        offset += size
+
+
+def _rng_tensors(device: torch.device, processes: Processes) -> dict[str, torch.Tensor]:
+    """Every process's RNG states (a collective call), as ``rng.<rank>.torch|cuda``."""
+    local = checkpointing.rng_tensors(device)
+    if processes.count == 1:
+        return {f"rng.0.{k}": v for k, v in local.items()}
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * processes.count
+    dist.all_gather_object(gathered, {k: v.cpu() for k, v in local.items()})
+    return {f"rng.{rank}.{k}": v for rank, states in enumerate(gathered) for k, v in states.items()}
 
 
 # -- checkpoints --------------------------------------------------------------------------------
 
 
-def _signature(
-    config: TrainingConfig,
-    model: torch.nn.Module,
-    data: PreferenceData,
-    train_rows: torch.Tensor,
-    val_rows: torch.Tensor,
-) -> dict[str, Any]:
-    """What must not change between a run and its resumption: configs, model, data."""
-    model_config = getattr(model, "config", None)
-    return {
-        "training": {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES},
-        "model": {
-            "class": type(model).__name__,
-            "config": dataclasses.asdict(model_config)
-            if dataclasses.is_dataclass(model_config)
-            else None,
-            "parameters": sum(p.numel() for p in model.parameters()),
-        },
-        "data": {
-            "pairs": int(data.features.shape[0]),
-            "objectives": list(data.objectives),
-            "digest": checkpointing.tensor_digest(
-                (data.features, data.choices, train_rows, val_rows)
-            ),
-        },
-    }
-
-
 def _save_checkpoint(
     directory: Path,
-    config: TrainingConfig,
+    config: LoopConfig,
     signature: dict[str, Any],
     state: _LoopState,
-    model: torch.nn.Module,
+    task: TrainingTask,
     optimiser: torch.optim.Optimizer,
     scheduler: Any,
-    sampler: TrainingEpisodeSampler,
-    running: torch.Tensor,
+    sampler: EpisodeSampler,
     device: torch.device,
+    processes: Processes,
 ) -> Path:
+    """Write ``step-<N>/`` atomically, then drop checkpoints beyond ``keep_checkpoints``.
+
+    Every process calls it (the RNG states are gathered); the main process writes.
+    """
+    rng = _rng_tensors(device, processes)
+    target = checkpointing.step_directory(directory, state.step)
+    if not processes.is_main:
+        processes.wait()
+        return target
     optimiser_tensors, param_groups = checkpointing.optimizer_tensors(optimiser)
-    tensors = {
-        **checkpointing.with_prefix("model.", model.state_dict()),
-        **checkpointing.with_prefix("best.", state.best_state or {}),
-        **checkpointing.with_prefix("rng.", checkpointing.rng_tensors(device)),
-        **optimiser_tensors,
+    running_tensors = {k: v for k, v in state.running.items() if isinstance(v, torch.Tensor)}
+    tensors: dict[str, torch.Tensor] = {
+        **rng,
         "sampler.generator": sampler.generator.get_state(),
-        "running_loss": running,
+        **optimiser_tensors,
+        **checkpointing.with_prefix("best.", state.best_state or {}),
+        **checkpointing.with_prefix("running.", running_tensors),
+        **task.state_tensors(),
     }
     meta = {
         "signature": signature,
@@ -449,43 +483,64 @@ def _save_checkpoint(
         "best_step": state.best_step,
         "best_score": state.best_score if math.isfinite(state.best_score) else None,
         "has_best_state": state.best_state is not None,
+        "running": {k: v for k, v in state.running.items() if k not in running_tensors},
+        "running_order": list(state.running),
+        "running_steps": state.running_steps,
         "seconds": state.seconds,
         "optimizer_param_groups": param_groups,
         "scheduler": scheduler.state_dict(),
+        "processes": processes.count,
     }
-    return checkpointing.write_checkpoint(
-        directory, state.step, tensors, meta, keep=config.keep_checkpoints
+    checkpointing.write_checkpoint(
+        directory, state.step, tensors, meta, keep=config.keep_checkpoints, extra=task.write_extra
     )
+    processes.wait()
+    return target
 
 
 def _load_checkpoint(
     path: Path,
     signature: dict[str, Any],
-    model: torch.nn.Module,
+    task: TrainingTask,
     optimiser: torch.optim.Optimizer,
     scheduler: Any,
-    sampler: TrainingEpisodeSampler,
-    running: torch.Tensor,
+    sampler: EpisodeSampler,
     device: torch.device,
+    rank: int = 0,
 ) -> tuple[_LoopState, dict[str, torch.Tensor]]:
-    """Restore what :func:`_save_checkpoint` wrote; returns the loop state and the RNG states.
+    """Restore everything :func:`_save_checkpoint` wrote; returns the loop state and RNG states.
 
     Raises:
-        ConfigError: the checkpoint was made with another configuration, model or data.
+        ConfigError: the checkpoint was made from other inputs or in another format.
     """
     meta, tensors = checkpointing.read_checkpoint(path, signature)
-    model.load_state_dict(checkpointing.strip_prefix("model.", tensors))
+    task.load_state(tensors, path)
     checkpointing.load_optimizer(optimiser, tensors, meta["optimizer_param_groups"])
     scheduler.load_state_dict(meta["scheduler"])
     sampler.generator.set_state(tensors["sampler.generator"])
-    running.copy_(tensors["running_loss"])
-    best = {k: v.to(device) for k, v in checkpointing.strip_prefix("best.", tensors).items()}
+    running_tensors = {
+        k: v.to(device) for k, v in checkpointing.strip_prefix("running.", tensors).items()
+    }
+    running = {k: running_tensors.get(k, meta["running"].get(k)) for k in meta["running_order"]}
+    best = checkpointing.strip_prefix("best.", tensors)
     state = _LoopState(
         step=int(meta["step"]),
         history=meta["history"],
         best_step=int(meta["best_step"]),
         best_score=math.inf if meta["best_score"] is None else float(meta["best_score"]),
         best_state=best if meta["has_best_state"] else None,
+        running=running,
+        running_steps=int(meta["running_steps"]),
         seconds=float(meta["seconds"]),
     )
-    return state, checkpointing.strip_prefix("rng.", tensors)
+    rng = checkpointing.strip_prefix(f"rng.{rank}.", tensors)
+    if not rng:
+        logger.warning(
+            "%s was written by %d process(es); process %d starts a fresh dropout RNG stream",
+            path,
+            meta.get("processes", 1),
+            rank,
+        )
+        fresh = torch.Generator().manual_seed(int(meta["step"]) * 1000 + rank)
+        return state, {"torch": fresh.get_state()}
+    return state, rng

@@ -2,7 +2,7 @@
 implicit-reward predictions and the chart (DESIGN.md §2-3, issue 7).
 
 Thin wrappers: parameters are checked here, the work is done by the
-framework-free core (``policy_data``, ``policy``, ``training.policy_loop``,
+framework-free core (``policy_data``, ``policy``, ``training.policies``,
 ``policy.scoring``). torch, transformers and peft are imported
 inside the functions so that building the catalog stays fast. Nodes never
 mutate their inputs: the base model is deep-copied before a policy wraps it.
@@ -497,8 +497,8 @@ def train_policy(
     from steerable_alignment.policy.config import PolicyConfig
     from steerable_alignment.policy.model import PolicyModel
     from steerable_alignment.runtime.devices import seeded
-    from steerable_alignment.training.policy_loop import PolicyTrainingConfig
-    from steerable_alignment.training.policy_loop import train_policy as train
+    from steerable_alignment.training.policies import PolicyTrainingConfig
+    from steerable_alignment.training.policies import train_policy as train
 
     name = data["name"]
     _check_keys(variant, f"dpo.{name}.<variant>", {"policy", "training"}, {"init_context_encoder"})

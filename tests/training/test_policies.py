@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import steerable_alignment.training.policy_loop as policy_loop
+import steerable_alignment.training.loop as loop
+import steerable_alignment.training.policies as policy_loop
+from steerable_alignment.episodes.sampler import make_evaluation_episodes
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.policy import PolicyConfig, PolicyModel, load_policy
 from steerable_alignment.policy.checkpoint import TrainedPolicy
@@ -22,7 +24,7 @@ from steerable_alignment.policy.scoring import (
 )
 from steerable_alignment.policy_data import tokenise_pairs
 from steerable_alignment.policy_data.pairs import PolicyData, ReferenceLogps, pair_sequences
-from steerable_alignment.training.policy_loop import (
+from steerable_alignment.training.policies import (
     PolicyTrainingConfig,
     train_policy,
     validate_policy,
@@ -131,7 +133,7 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_run(base_folder, data, tmp
     )
 
     # Killed during step 5: the last checkpoint is step 4; step 5 is lost.
-    real_sample = policy_loop.PolicyEpisodeSampler.sample
+    real_sample = loop.EpisodeSampler.sample
     calls = {"n": 0}
 
     def sample_then_die(self, batch_size):
@@ -140,11 +142,11 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_run(base_folder, data, tmp
             raise _Killed
         return real_sample(self, batch_size)
 
-    monkeypatch.setattr(policy_loop.PolicyEpisodeSampler, "sample", sample_then_die)
+    monkeypatch.setattr(loop.EpisodeSampler, "sample", sample_then_die)
     interrupted = _config(**config, checkpoint_dir=str(tmp_path / "resumed"))
     with pytest.raises(_Killed):
         train_policy(_policy(base_folder), data, interrupted)
-    monkeypatch.setattr(policy_loop.PolicyEpisodeSampler, "sample", real_sample)
+    monkeypatch.setattr(loop.EpisodeSampler, "sample", real_sample)
     assert [p.name for p in (tmp_path / "resumed").iterdir()] == ["step-00000004"]
 
     # Started again with the same configuration (the fresh policy's random init is overwritten).
@@ -184,7 +186,7 @@ def test_the_kept_weights_are_the_best_validation_ones(base_folder, data):
     best = min(range(len(losses)), key=losses.__getitem__)
     assert result.best_step == result.history[best]["step"]
     assert result.best_step < config.max_steps  # the large lr overshoots: the last is not best
-    val_episodes = policy_loop.make_evaluation_episodes(
+    val_episodes = make_evaluation_episodes(
         data.splits["validation"],
         torch.arange(2),
         config.val_episodes_per_objective,
@@ -254,9 +256,7 @@ def test_btl_dpo_trains_without_context_and_scores_flat(base_folder, data):
     result = train_policy(policy, data, _config(max_steps=3))
     trained = TrainedPolicy.from_policy(result.policy, beta=0.05)
     rebuilt = trained.build(load_causal_lm(base_folder), "tiny")
-    episodes = policy_loop.make_evaluation_episodes(
-        data.splits["test"], torch.arange(2), 2, 3, 3, seed=5
-    )
+    episodes = make_evaluation_episodes(data.splits["test"], torch.arange(2), 2, 3, 3, seed=5)
     cpu = torch.device("cpu")
     result.reference.ensure(
         episodes.rows.flatten(), rebuilt.reference_logps, data.sequences, 8, cpu
@@ -277,9 +277,7 @@ def test_all_context_sizes_equal_one_size_at_a_time_with_one_pass_without_contex
 ):
     policy = _policy(base_folder, type=kind, lora_dropout=0.0)
     train_policy(policy, data, _config(max_steps=2))
-    episodes = policy_loop.make_evaluation_episodes(
-        data.splits["test"], torch.arange(2), 2, 3, 3, seed=5
-    )
+    episodes = make_evaluation_episodes(data.splits["test"], torch.arange(2), 2, 3, 3, seed=5)
     cpu = torch.device("cpu")
     reference = ReferenceLogps.empty(len(data))
     reference.ensure(episodes.rows.flatten(), policy.reference_logps, data.sequences, 8, cpu)
@@ -328,7 +326,7 @@ def test_bad_training_parameters_name_the_parameter(key, value, needle):
 
 
 def _val_episodes(data, config):
-    return policy_loop.make_evaluation_episodes(
+    return make_evaluation_episodes(
         data.splits["validation"],
         torch.arange(2),
         config.val_episodes_per_objective,
@@ -414,19 +412,19 @@ def test_nll_weight_lowers_the_chosen_nll_and_is_recorded(base_folder, data):
     assert with_nll[-1]["val_chosen_nll"] < with_nll[0]["val_chosen_nll"]
 
 
-def test_nll_weight_at_its_default_keeps_older_checkpoint_signatures(base_folder, data, tmp_path):
-    policy = _policy(base_folder)
-    default = policy_loop._signature(_config(), policy, data)
-    assert "nll_weight" not in default["training"]  # as written before the option existed
+def test_nll_weight_at_its_default_keeps_older_checkpoint_signatures(tmp_path):
+    from steerable_alignment.training import checkpointing
+    from steerable_alignment.training.config import RESUMABLE_CHANGES
+
+    default = _config().signature()
+    assert "nll_weight" not in default  # as written before the option existed
     older = {k: v for k, v in _config().to_dict().items() if k != "nll_weight"}
-    assert default["training"] == {
-        k: v for k, v in older.items() if k not in policy_loop.RESUMABLE_CHANGES
-    }
-    weighted = policy_loop._signature(_config(nll_weight=0.5), policy, data)
-    assert weighted["training"]["nll_weight"] == 0.5
-    policy_loop.checkpointing.check_signature(tmp_path, default, default)
+    assert default == {k: v for k, v in older.items() if k not in RESUMABLE_CHANGES}
+    weighted = _config(nll_weight=0.5).signature()
+    assert weighted["nll_weight"] == 0.5
+    checkpointing.check_signature(tmp_path, {"training": default}, {"training": default})
     with pytest.raises(ConfigError, match=r"training\.nll_weight.*\(None, 0\.5\)"):
-        policy_loop.checkpointing.check_signature(tmp_path, default, weighted)
+        checkpointing.check_signature(tmp_path, {"training": default}, {"training": weighted})
 
 
 def test_the_context_path_gets_its_own_learning_rate(base_folder):
@@ -453,8 +451,8 @@ import sys
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
-from tests.training.test_policy_loop import _config, _policy, make_data
-from steerable_alignment.training.policy_loop import train_policy
+from tests.training.test_policies import _config, _policy, make_data
+from steerable_alignment.training.policies import train_policy
 
 torch.set_num_threads(1)
 folder, out, checkpoints = sys.argv[1:4]

@@ -8,8 +8,9 @@ from steerable_alignment.models.config import ConfigError, RewardModelConfig
 from steerable_alignment.models.reward_models import build_model
 from steerable_alignment.runtime.devices import seeded
 from steerable_alignment.synthetic.task import generate_pairs
-from steerable_alignment.training import loop
-from steerable_alignment.training.loop import TrainingConfig, _lr_factor, train
+from steerable_alignment.training import reward_models as loop
+from steerable_alignment.training.config import lr_factor as _lr_factor
+from steerable_alignment.training.reward_models import TrainingConfig, train
 
 
 def tiny_setup():
