@@ -13,15 +13,17 @@ imported inside ``load``/``save`` so building the catalog stays fast.
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import DatasetError
+
+from steerable_alignment.datasets.base import LocalVersionedDataset
 
 TRAINING_FILE = "training.json"
 
 
-class PolicyCheckpointDataset(AbstractVersionedDataset):
+class PolicyCheckpointDataset(LocalVersionedDataset):
     """A :class:`~steerable_alignment.training.policies.TrainedPolicy` in one folder.
 
     Example catalog entry::
@@ -31,26 +33,9 @@ class PolicyCheckpointDataset(AbstractVersionedDataset):
           filepath: data/06_models/{dataset}/{variant}/policy
     """
 
-    def __init__(
-        self,
-        *,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self.metadata = metadata
-        super().__init__(filepath=PurePosixPath(filepath), version=version)
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
-
-    def _exists(self) -> bool:
+    def _found(self, path: Path) -> bool:
         from steerable_alignment.policy.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
-        try:
-            path = Path(self._get_load_path())
-        except DatasetError:
-            return False
         return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
     def load(self) -> Any:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import DatasetError
+
+from steerable_alignment.datasets.base import LocalVersionedDataset
 
 #: Header-metadata prefix of the ``str`` entries of a tensors file; the same as
 #: ``embedding.shards.TEXT_PREFIX`` (this module stays free of torch at import).
@@ -24,28 +26,8 @@ MODEL_FORMAT = "steerable-alignment/reward-model"
 MODEL_FORMAT_VERSION = "1"
 
 
-class _SafetensorsFileDataset(AbstractVersionedDataset):
-    """Shared plumbing: local paths, versioning, atomic writes, clear errors."""
-
-    def __init__(
-        self,
-        *,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self.metadata = metadata
-        super().__init__(filepath=PurePosixPath(filepath), version=version)
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
-
-    def _exists(self) -> bool:
-        try:
-            path = self._get_load_path()
-        except DatasetError:
-            return False
-        return Path(path).is_file()
+class _SafetensorsFileDataset(LocalVersionedDataset):
+    """Shared plumbing: one safetensors file, atomic writes, clear errors."""
 
     def _read(self) -> tuple[dict[str, Any], dict[str, str]]:
         """Tensors and header metadata of the file to load."""

@@ -70,3 +70,15 @@ def per_variant(
         ),
         Pipeline([]),
     )
+
+
+def concat_across(datasets: Iterable[str], tables: Mapping[str, Callable[..., Any]]) -> list[Node]:
+    """For each ``table -> func``: ``func(<dataset>_<table> for every data set)`` as ``<table>``.
+
+    The node is named ``concat_<table>`` (e.g. ``concat_reward_metrics``).
+    """
+    datasets = list(datasets)
+    return [
+        node(func, inputs=[f"{d}_{table}" for d in datasets], outputs=table, name=f"concat_{table}")
+        for table, func in tables.items()
+    ]

@@ -33,7 +33,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
     concat_reward_comparisons,
     concat_reward_metrics,
 )
-from steerable_alignment.pipelines.namespaces import dataset_node, per_variant
+from steerable_alignment.pipelines.namespaces import concat_across, dataset_node, per_variant
 from steerable_alignment.pipelines.variants import DEFAULT_DPO_DATASETS, DPO_DATASETS
 
 #: Variants whose context encoder may start from the data set's NP-BTL reward
@@ -187,17 +187,12 @@ def report_pipeline(datasets: tuple[str, ...]) -> Pipeline:
                 outputs="base_policy",
                 name="prepare_base_policy",
             ),
-            node(
-                concat_reward_metrics,
-                inputs=[f"{d}_dpo_metrics" for d in datasets],
-                outputs="dpo_metrics",
-                name="concat_dpo_metrics",
-            ),
-            node(
-                concat_reward_comparisons,
-                inputs=[f"{d}_dpo_comparisons" for d in datasets],
-                outputs="dpo_comparisons",
-                name="concat_dpo_comparisons",
+            *concat_across(
+                datasets,
+                {
+                    "dpo_metrics": concat_reward_metrics,
+                    "dpo_comparisons": concat_reward_comparisons,
+                },
             ),
             node(
                 plot_dpo_accuracy,

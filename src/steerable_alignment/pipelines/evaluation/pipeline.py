@@ -30,7 +30,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
     predict_reward_model,
     summarise_reward_metrics,
 )
-from steerable_alignment.pipelines.namespaces import dataset_node, per_variant
+from steerable_alignment.pipelines.namespaces import concat_across, dataset_node, per_variant
 from steerable_alignment.pipelines.variants import (
     DEFAULT_DPO_DATASETS,
     DPO_DATASETS,
@@ -140,17 +140,12 @@ def report_pipeline(datasets: list[str]) -> Pipeline:
     """All data sets' metrics and comparisons in one table each, and the markdown summary."""
     return Pipeline(
         [
-            node(
-                concat_reward_metrics,
-                inputs=[f"{d}_reward_metrics" for d in datasets],
-                outputs="reward_metrics",
-                name="concat_reward_metrics",
-            ),
-            node(
-                concat_reward_comparisons,
-                inputs=[f"{d}_reward_comparisons" for d in datasets],
-                outputs="reward_comparisons",
-                name="concat_reward_comparisons",
+            *concat_across(
+                datasets,
+                {
+                    "reward_metrics": concat_reward_metrics,
+                    "reward_comparisons": concat_reward_comparisons,
+                },
             ),
             node(
                 summarise_reward_metrics,
