@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from steerable_alignment.ultrafeedback.generate import OBJECTIVES
-from steerable_alignment.ultrafeedback.prepare import build_pairs, load_raw
+from steerable_alignment.ultrafeedback.pairing import build_pairs
+from steerable_alignment.ultrafeedback.reading import load_raw
 
 TARGET_SECONDS = 60.0
 BASE_PROMPTS = 3000

@@ -111,7 +111,7 @@ def test_pure_users_make_the_pure_choices_on_untied_pairs():
     g = _gen(9)
     ratings_a = torch.randint(1, 6, (1000, 2), generator=g).double()
     ratings_b = torch.randint(1, 6, (1000, 2), generator=g).double()
-    pure = (ratings_b > ratings_a).long()  # the choice_<k> rule of ultrafeedback/prepare.py
+    pure = (ratings_b > ratings_a).long()  # the choice_<k> rule of ultrafeedback/pairing.py
     for k, w in ((0, 1.0), (1, 0.0)):
         choices = mixed_choices(ratings_a, ratings_b, _w(w), _gen())
         untied = ratings_a[:, k] != ratings_b[:, k]

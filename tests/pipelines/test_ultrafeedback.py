@@ -17,7 +17,8 @@ from steerable_alignment.pipelines.ultrafeedback.nodes import (
     load_ultrafeedback_raw,
 )
 from steerable_alignment.pipelines.ultrafeedback.pipeline import dataset_pipeline
-from steerable_alignment.ultrafeedback.prepare import EmptySplitError, raw_columns
+from steerable_alignment.ultrafeedback.counts import EmptySplitError
+from steerable_alignment.ultrafeedback.reading import raw_columns
 from tests.pipelines.helpers import config_loader, memory_catalog, project_parameters
 
 OBJECTIVES = {"hh": ["helpfulness", "honesty"], "hht": ["helpfulness", "honesty", "truthfulness"]}

@@ -6,7 +6,7 @@ broken by a seeded fair coin. The pure users ``w = 1`` and ``w = 0`` are the
 objectives' own users: on every untied pair they make the stored choices
 ``choice_k`` / ``choice_j`` of the pairs table (``choice = rating_b >
 rating_a``). The UltraFeedback pairs drop every pair tied on a configured
-objective (``ultrafeedback/prepare.py``), so there the pure users reproduce
+objective (``ultrafeedback/pairing.py``), so there the pure users reproduce
 the stored choices exactly; on a table that keeps ties (the synthetic task
 breaks them with its own coin) the two coins differ.
 

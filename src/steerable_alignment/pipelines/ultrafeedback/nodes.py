@@ -50,7 +50,7 @@ def check_source_params(source: Mapping[str, Any]) -> dict[str, Any]:
         ConfigError: naming the first invalid parameter.
     """
     from steerable_alignment.ultrafeedback.generate import max_prompts
-    from steerable_alignment.ultrafeedback.prepare import SOURCES
+    from steerable_alignment.ultrafeedback.reading import SOURCES
 
     _check_keys(source, SOURCE_PREFIX, SOURCE_KEYS)
     kind = source.get("kind")
@@ -97,10 +97,8 @@ def check_pairs_params(params: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: naming the first invalid parameter.
     """
-    from steerable_alignment.ultrafeedback.prepare import (
-        check_objectives,
-        check_split_fractions,
-    )
+    from steerable_alignment.splits import check_split_fractions
+    from steerable_alignment.ultrafeedback.ratings import check_objectives
 
     name = params.get("name") if isinstance(params, Mapping) else None
     prefix = (
@@ -158,7 +156,7 @@ def load_ultrafeedback_raw(source: dict[str, Any]) -> pd.DataFrame:
         ``response``, ``rating_<k>`` for the four UltraFeedback objectives).
     """
     arguments = check_source_params(source)
-    from steerable_alignment.ultrafeedback.prepare import load_raw
+    from steerable_alignment.ultrafeedback.reading import load_raw
 
     return load_raw(**arguments)
 
@@ -186,7 +184,7 @@ def build_preference_pairs(raw: pd.DataFrame, params: dict[str, Any]) -> pd.Data
         EmptySplitError: naming the data set, the split and the rule that emptied it.
     """
     arguments = check_pairs_params(params)
-    from steerable_alignment.ultrafeedback.prepare import build_pairs_with_counts
+    from steerable_alignment.ultrafeedback.pairing import build_pairs_with_counts
 
     pairs, counts = build_pairs_with_counts(raw, **arguments, name=params["name"])
     logger.info(

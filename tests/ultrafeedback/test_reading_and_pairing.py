@@ -9,17 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from steerable_alignment.contracts import check_pairs
+from steerable_alignment.splits import normalise_prompt
+from steerable_alignment.ultrafeedback.counts import EmptySplitError, RawDataError
 from steerable_alignment.ultrafeedback.generate import OBJECTIVES, generate_records
-from steerable_alignment.ultrafeedback.prepare import (
-    EmptySplitError,
-    RawDataError,
-    build_pairs,
-    build_pairs_with_counts,
+from steerable_alignment.ultrafeedback.pairing import build_pairs, build_pairs_with_counts
+from steerable_alignment.ultrafeedback.ratings import parse_rating
+from steerable_alignment.ultrafeedback.reading import (
     load_raw,
     load_raw_with_counts,
-    normalise_prompt,
     normalise_records,
-    parse_rating,
     raw_columns,
 )
 
@@ -146,7 +144,7 @@ def test_counts_of_every_rule_on_a_hand_made_sample(caplog):
     extra = _raw([(4, 0, 5, 1, 2), (4, 1, 1, 5, 4), (4, 2, 3, 1, 2), (5, 0, 4, 4, 4)])
     extra.loc[:1, "response"] = ["Same answer.", "  Same answer.\n"]
     raw = pd.concat([HAND_MADE, extra], ignore_index=True)
-    with caplog.at_level(logging.INFO, logger="steerable_alignment.ultrafeedback.prepare"):
+    with caplog.at_level(logging.INFO, logger="steerable_alignment.ultrafeedback"):
         pairs, counts = build_pairs_with_counts(raw, HHT, 0.0, ALL_TRAIN, seed=0, name="hht")
     assert counts.records == 6 and counts.records_without_pairs == 1
     assert counts.candidates == 13  # 3 + 3 + 1 + 3 + 3
@@ -442,7 +440,7 @@ def test_type_field_as_list_or_string_reads(tmp_path, caplog):
     path = _write_jsonl(tmp_path / "mixed.jsonl", records)
     with pytest.raises(pa.ArrowInvalid, match="changed from array to string"):
         pj.read_json(path)  # the quirk this fixture reproduces
-    with caplog.at_level(logging.INFO, logger="steerable_alignment.ultrafeedback.prepare"):
+    with caplog.at_level(logging.INFO, logger="steerable_alignment.ultrafeedback"):
         frame = load_raw("local", local_path=path)
     assert frame["rating_truthfulness"].tolist() == [4.0, 5.0, 1.0]
     assert frame["response"].tolist() == ["A", "B", "C"]
