@@ -51,3 +51,10 @@ DEFAULT_DPO_DATASETS = ("hh",)
 #: on users on a continuum between two objectives (``mixed_users.<dataset>``
 #: in conf/base/parameters_evaluation.yml; docs/evaluation.md).
 MIXED_USER_DATASETS = ("hh",)
+#: The NP-BTL models asked to choose a new user's next pairs (active elicitation,
+#: ``active_elicitation.<dataset>`` in conf/base/parameters_evaluation.yml).
+ACTIVE_ELICITATION_MODELS: dict[str, tuple[str, ...]] = {
+    "synthetic": ("nppl", "nppl_latent"),
+    "hh": ("nppl_mixed",),
+    "hht": ("nppl_mixed",),
+}

@@ -10,6 +10,7 @@ one table, one comparisons table and a summary for all data sets.
 
 from kedro.pipeline import Pipeline, node
 
+from steerable_alignment.pipelines.evaluation.elicitation_nodes import active_elicitation_pipeline
 from steerable_alignment.pipelines.evaluation.generation_nodes import (
     generate_answers_for_users,
     make_generation_users,
@@ -32,6 +33,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
 )
 from steerable_alignment.pipelines.namespaces import concat_across, dataset_node, per_variant
 from steerable_alignment.pipelines.variants import (
+    ACTIVE_ELICITATION_MODELS,
     DEFAULT_DPO_DATASETS,
     DPO_DATASETS,
     MIXED_USER_DATASETS,
@@ -280,6 +282,7 @@ def create_pipeline(
     per_dataset = [dataset_pipeline(d) for d in REWARD_DATASETS]
     pipeline = sum(per_dataset, report_pipeline(list(REWARD_DATASETS)))
     pipeline += sum((mixed_user_pipeline(d) for d in mixed_user_datasets), Pipeline([]))
+    pipeline += active_elicitation_pipeline(ACTIVE_ELICITATION_MODELS)
     if generation_datasets:
         pipeline += sum(
             (generation_pipeline(d) for d in generation_datasets),

@@ -1,0 +1,276 @@
+"""Active elicitation: which pair to ask a new user next (issue 15), framework-free.
+
+Given an NP-BTL reward model, each simulated user's current context (the
+pairs asked so far and their choices) and a pool of candidate pairs, a
+*strategy* scores every candidate and the best not-yet-asked one is asked;
+the simulated user answers with their own choice, the answer joins the
+context, and so on. Everything is batched over users on the model's device
+and seeded.
+
+Strategies (:data:`STRATEGIES`):
+
+- ``random``: a uniform draw among the pairs not asked yet.
+- ``uncertainty``: the pair whose predicted choice probability (the
+  posterior predictive under the current context) is closest to ½.
+- ``information``: the expected information gain about the user latent,
+  the mutual information between the user's choice ``c`` and ``z`` under
+  ``q(z | C)``: ``H(E_z[p]) − E_z[H(p)]`` (BALD), estimated with posterior
+  draws of z. A deterministic model has one z, so its gain is 0 for every
+  pair: it needs the latent model.
+
+For the synthetic task, :func:`bayes_active_probs` and
+:func:`bayes_information` give the exact Bayes-optimal active policy: the
+posterior over the two user types is exact, and asking the pair of largest
+information gain under it (a pair the two types disagree on) identifies the
+user with one question.
+
+Shapes: B users, M pool pairs, N context slots, T scored targets, S draws
+of z, D feature size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from steerable_alignment.models.config import ConfigError
+from steerable_alignment.synthetic.task import choice_probabilities
+
+STRATEGIES = ("random", "uncertainty", "information")
+
+
+def check_strategies(names: list[str] | tuple[str, ...], parameter: str) -> tuple[str, ...]:
+    """The strategy names, or a :class:`ConfigError` listing the valid ones."""
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        raise ConfigError(
+            f"Parameter '{parameter}': unknown strategy {unknown}; valid strategies: "
+            f"{list(STRATEGIES)}"
+        )
+    if not names:
+        raise ConfigError(f"Parameter '{parameter}': name at least one of {list(STRATEGIES)}")
+    return tuple(names)
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of a Bernoulli(p), elementwise (exactly 0 at p = 0 or 1)."""
+    return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
+
+
+def mutual_information(probs: torch.Tensor) -> torch.Tensor:
+    """``I(c; z) = H(E_s[p_s]) − E_s[H(p_s)]`` from (S, ...) choice probabilities per draw."""
+    return binary_entropy(probs.mean(0)) - binary_entropy(probs).mean(0)
+
+
+def acquisition(strategy: str, probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, M) scores, higher is asked first, from (S, B, M) per-draw choice probabilities."""
+    if strategy == "random":
+        return torch.rand(probs.shape[1:], generator=generator, device=probs.device)
+    if strategy == "uncertainty":
+        return -(probs.mean(0) - 0.5).abs()
+    if strategy == "information":
+        return mutual_information(probs)
+    raise ConfigError(f"Unknown strategy {strategy!r}; valid strategies: {list(STRATEGIES)}")
+
+
+# -- the model's view ------------------------------------------------------------------------
+
+
+class NPBTLView:
+    """An NP-BTL reward model as the elicitation loop needs it.
+
+    Args:
+        model: an ``NPBTLRewardModel`` (deterministic ``nppl`` or ``nppl_latent``).
+        samples: draws of z from ``q(z|C)`` for the latent model (ignored
+            for the deterministic one, which has a single z).
+    """
+
+    def __init__(self, model: torch.nn.Module, samples: int = 32) -> None:
+        if not hasattr(model, "encode_context") or not hasattr(model, "reward"):
+            raise ConfigError(
+                f"Active elicitation needs an NP-BTL reward model (nppl, nppl_latent), got "
+                f"{type(model).__name__}"
+            )
+        self.model = model.eval()
+        self.latent = bool(getattr(model, "latent", False))
+        self.samples = samples if self.latent else 1
+        if self.latent and samples < 2:
+            raise ConfigError(f"a latent model needs at least 2 draws of z, got {samples}")
+
+    @torch.no_grad()
+    def latents(
+        self,
+        features: torch.Tensor,
+        choices: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(S, B, Z') decoder latents from contexts ``(B, N, 2, D)``, ``(B, N)``, ``(B, N)``."""
+        det, mean, std = self.model._encode(features, choices, mask)
+        if std is None:
+            z = mean.unsqueeze(0)  # (1, B, Z)
+        else:
+            eps = torch.randn(
+                (self.samples, *mean.shape), generator=generator, device=mean.device
+            ).to(mean.dtype)
+            z = mean + std * eps  # (S, B, Z)
+        return self.model._with_path(det, z)
+
+    @torch.no_grad()
+    def pool_probs(self, z: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        """(S, B, M) ``P(b ≻ a)`` of pool pairs ``(M, 2, D)`` under each draw ``(S, B, Z')``."""
+        options = pool.reshape(1, -1, pool.shape[-1])  # (1, 2M, D): shared by every user
+        rewards = self.model.reward(options, z)  # (S, B, 2M)
+        rewards = rewards.reshape(*rewards.shape[:-1], -1, 2)  # (S, B, M, 2)
+        return torch.sigmoid(rewards[..., 1] - rewards[..., 0])
+
+    def scores(
+        self, strategy: str, z: torch.Tensor, pool: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """(B, M) how worth asking each pool pair is (higher first)."""
+        return acquisition(strategy, self.pool_probs(z, pool), generator)
+
+    @torch.no_grad()
+    def target_probs(self, z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, T) posterior-predictive ``P(b ≻ a)`` of each user's targets ``(B, T, 2, D)``."""
+        b, t = targets.shape[:2]
+        rewards = self.model.reward(targets.reshape(b, 2 * t, -1), z)  # (S, B, 2T)
+        rewards = rewards.reshape(*rewards.shape[:-1], t, 2)
+        return torch.sigmoid(rewards[..., 1] - rewards[..., 0]).double().mean(0)  # (B, T)
+
+
+# -- the sequential loop ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ElicitationResult:
+    """What a sequential run asked and how well it then predicted.
+
+    Attributes:
+        asked: (B, K) long pool indices asked, in order (never repeated).
+        prob_b: (K + 1, B, T) float64 target predictions after 0..K asked pairs.
+    """
+
+    asked: torch.Tensor
+    prob_b: torch.Tensor
+
+
+def elicit(
+    view: NPBTLView,
+    pool_features: torch.Tensor,
+    pool_choices: torch.Tensor,
+    target_features: torch.Tensor,
+    strategy: str,
+    steps: int,
+    seed: int,
+    chunk: int = 256,
+) -> ElicitationResult:
+    """Ask ``steps`` pairs of each user, one at a time, from a shared pool.
+
+    Args:
+        view: the model.
+        pool_features: (M, 2, D) candidate pairs (never among the targets).
+        pool_choices: (B, M) long, what each simulated user would answer.
+        target_features: (B, T, 2, D) each user's scored targets.
+        strategy: one of :data:`STRATEGIES`.
+        steps: K pairs asked per user (K <= M).
+        seed: seeds the random strategy and the draws of z.
+        chunk: users per forward pass (memory: chunk x M x hidden).
+
+    Returns:
+        The pairs asked and the target predictions after each step.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"Unknown strategy {strategy!r}; valid strategies: {list(STRATEGIES)}")
+    num_users, pool_size = pool_choices.shape
+    if steps > pool_size:
+        raise ValueError(f"cannot ask {steps} distinct pairs from a pool of {pool_size}")
+    device = pool_features.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    dim = pool_features.shape[-1]
+    context = torch.zeros(num_users, steps, 2, dim, dtype=pool_features.dtype, device=device)
+    answers = torch.zeros(num_users, steps, dtype=torch.long, device=device)
+    mask = torch.zeros(num_users, steps, dtype=torch.bool, device=device)
+    asked = torch.zeros(num_users, pool_size, dtype=torch.bool, device=device)
+    order = torch.zeros(num_users, steps, dtype=torch.long, device=device)
+    predictions = []
+    users = torch.arange(num_users, device=device)
+    for k in range(steps + 1):
+        probs_k = []
+        for lo in range(0, num_users, chunk):
+            part = slice(lo, lo + chunk)
+            z = view.latents(context[part], answers[part], mask[part], generator)
+            probs_k.append(view.target_probs(z, target_features[part]))
+            if k == steps:
+                continue
+            scores = view.scores(strategy, z, pool_features, generator)
+            scores = scores.masked_fill(asked[part], -math.inf)  # never ask a pair twice
+            pick = scores.argmax(-1)  # (b,)
+            rows = users[part]
+            order[rows, k] = pick
+            asked[rows, pick] = True
+        predictions.append(torch.cat(probs_k).cpu())
+        if k < steps:
+            picked = order[:, k]
+            context[:, k] = pool_features[picked]
+            answers[:, k] = pool_choices[users, picked]
+            mask[:, k] = True
+    return ElicitationResult(order.cpu(), torch.stack(predictions))
+
+
+# -- the synthetic task's exact oracle --------------------------------------------------------
+
+
+def type_posterior(
+    options: torch.Tensor, choices: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5
+) -> torch.Tensor:
+    """(B, 2) exact posterior over the two user types (uniform prior) from scalar contexts.
+
+    A context no type could have answered (possible only with noisy answers)
+    leaves the prior.
+    """
+    prob_b = choice_probabilities(options.double(), threshold)  # (B, N, 2 types)
+    c = choices.unsqueeze(-1).double()
+    likelihood = c * prob_b + (1 - c) * (1 - prob_b)
+    likelihood = torch.where(mask.unsqueeze(-1), likelihood, torch.ones_like(likelihood))
+    posterior = likelihood.prod(1)
+    total = posterior.sum(-1, keepdim=True)
+    return torch.where(
+        total > 0, posterior / total.clamp_min(1e-300), torch.full_like(posterior, 0.5)
+    )
+
+
+class BayesView:
+    """The synthetic task's exact model, in the shape :func:`elicit` reads.
+
+    Its "latent" is the exact posterior over the two user types (B, 2); the
+    choice probabilities per type are the task's own. With ``information``
+    it is the Bayes-optimal active policy; its target predictions are the
+    Bayes oracle's (:func:`~steerable_alignment.synthetic.task.bayes_optimal_prob_b`).
+    Features are the scalar option values, ``(..., 2, 1)``.
+    """
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+
+    def latents(self, features, choices, mask, generator=None) -> torch.Tensor:
+        return type_posterior(features[..., 0], choices, mask, self.threshold)  # (B, 2)
+
+    def scores(
+        self, strategy: str, posterior: torch.Tensor, pool: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        per_type = choice_probabilities(pool[..., 0].double(), self.threshold)  # (M, 2)
+        per_type = per_type.T.unsqueeze(1).expand(-1, posterior.shape[0], -1)  # (2, B, M)
+        weights = posterior.T.unsqueeze(-1)  # (2, B, 1)
+        mixed = (weights * per_type).sum(0)  # (B, M)
+        if strategy == "information":
+            return binary_entropy(mixed) - (weights * binary_entropy(per_type)).sum(0)
+        if strategy == "uncertainty":
+            return -(mixed - 0.5).abs()
+        return acquisition(strategy, per_type, generator)
+
+    def target_probs(self, posterior: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        per_type = choice_probabilities(targets[..., 0].double(), self.threshold)  # (B, T, 2)
+        return (per_type * posterior.unsqueeze(1)).sum(-1)
