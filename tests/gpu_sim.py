@@ -324,6 +324,26 @@ def sim_runtime_params(
                 "device": "cpu",
             }
         },
+        "active_elicitation": {
+            d: {
+                "strategies": ["random", "uncertainty", "information"],
+                "asked": [0, 1, 2],
+                "split": "test",
+                "pool_size": 10 if d != "synthetic" else 40,
+                "users_per_objective": 2,
+                "num_targets": 5,
+                "samples": 4,
+                "seed": 15,
+                "batch_size": 64,
+                "bootstrap": {
+                    "replicates": 20,
+                    "cluster_by": "pair" if d == "synthetic" else "prompt",
+                    "seed": 7,
+                },
+                **({"oracle": True, "threshold": 0.5} if d == "synthetic" else {}),
+            }
+            for d in ("synthetic", "hh", "hht")
+        },
         "dpo": dpo,
     }
 
