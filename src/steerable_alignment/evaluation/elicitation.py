@@ -88,7 +88,7 @@ class NPBTLView:
     """
 
     def __init__(self, model: torch.nn.Module, samples: int = 32) -> None:
-        if not hasattr(model, "encode_context") or not hasattr(model, "reward"):
+        if not hasattr(model, "sample_decoder_latents"):
             raise ConfigError(
                 f"Active elicitation needs an NP-BTL reward model (nppl, nppl_latent), got "
                 f"{type(model).__name__}"
@@ -108,15 +108,7 @@ class NPBTLView:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """(S, B, Z') decoder latents from contexts ``(B, N, 2, D)``, ``(B, N)``, ``(B, N)``."""
-        det, mean, std = self.model._encode(features, choices, mask)
-        if std is None:
-            z = mean.unsqueeze(0)  # (1, B, Z)
-        else:
-            eps = torch.randn(
-                (self.samples, *mean.shape), generator=generator, device=mean.device
-            ).to(mean.dtype)
-            z = mean + std * eps  # (S, B, Z)
-        return self.model._with_path(det, z)
+        return self.model.sample_decoder_latents(features, choices, mask, self.samples, generator)
 
     @torch.no_grad()
     def pool_probs(self, z: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:

@@ -223,6 +223,22 @@ class NPBTLRewardModel(PreferenceModel):
         det, mean, _ = self._encode(features, choices, mask)
         return self._with_path(det, mean)
 
+    def sample_decoder_latents(
+        self,
+        features: torch.Tensor,
+        choices: torch.Tensor,
+        mask: torch.Tensor,
+        samples: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(S, B, Z_r + Z) latents the reward head reads: ``samples`` draws of z ~ q(z|C)
+        with the deterministic path beside them; one (the z) for the deterministic model."""
+        det, mean, std = self._encode(features, choices, mask)
+        if std is None:
+            return mean.unsqueeze(0)  # (1, B, Z)
+        eps = torch.randn((samples, *mean.shape), generator=generator, device=mean.device)
+        return self._with_path(det, mean + std * eps.to(mean.dtype))  # (S, B, Z_r + Z)
+
     @staticmethod
     def _with_path(det: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
         """[r, z] for the decoder: (B, Z) r and (..., B, Z) z -> (..., B, Z_r + Z)."""
