@@ -262,8 +262,8 @@ def sim_runtime_params(
     }
     dpo: dict[str, Any] = {"base": {"source": str(policy)}}
     for dataset, block in gpu_params["dpo"].items():
-        if dataset.startswith("_") or dataset == "base":
-            continue
+        if dataset.startswith("_") or dataset in ("base", "sft"):
+            continue  # conf/gpu's SFT is off (dpo.sft.enabled: false): nothing to shrink
         dpo[dataset] = {
             "tokenise": {"max_pairs": {"train": 48, "validation": None, "test": None}},
             "reference": {"device": "cpu", "batch_size": 16},

@@ -35,6 +35,7 @@ TRAINED_NODES = (
     "hh.embed_pairs",
     "hh.nppl_mixed.train_reward_model",
     "prepare_base_policy",
+    "fine_tune_base_policy",
     "hh.tokenise_policy_pairs",
     "hh.compute_reference_logps",
     "hh.nppl_mixed.train_policy",

@@ -99,6 +99,7 @@ def run(hh, tiny_source, tmp_path_factory):
         "hh.policy_pairs",
         "hh.reference_logps",
         "hh.prefix_states",
+        "sft_history",
         *(f"hh.{v}.policy_history" for v in VARIANTS),
         *(f"hh.{v}.policy" for v in VARIANTS if v != "nppl_mixed"),
     )
@@ -106,6 +107,7 @@ def run(hh, tiny_source, tmp_path_factory):
     data = {"hh.pairs": pairs, "hh.features": features, "hh.nppl_mixed.reward_model": _np_btl()}
     catalog = memory_catalog(params, keep=keep, **data)
     catalog["base_policy"] = HFPretrainedDataset(filepath=str(tmp_path / "base_policy"))
+    catalog["pretrained_policy"] = HFPretrainedDataset(filepath=str(tmp_path / "pretrained_policy"))
     catalog["hh.nppl_mixed.policy"] = PolicyCheckpointDataset(
         filepath=str(tmp_path / "nppl_mixed_policy")
     )
@@ -196,6 +198,47 @@ def test_the_saved_policy_reloads_onto_the_base_model(run, hh):
         tmp_path / "checkpoints/nppl_mixed/step-00000004/trainable",
         catalog.load("base_policy").model,
     )
+
+
+def test_the_base_policy_is_the_pretrained_model_after_sft(run):
+    """SFT (dpo.sft: block 1 of 2) changes the adapted block only; its history marks one step."""
+    from steerable_alignment.policy.blocks import decoder_blocks
+
+    catalog, params, _ = run
+    history = catalog.load("sft_history")
+    sft = params["dpo"]["sft"]["training"]
+    assert history["step"].tolist() == [2, sft["max_steps"]]
+    assert history["best"].sum() == 1
+    assert (history["val_chosen_nll"] > 0).all()
+    pretrained = catalog.load("pretrained_policy").model
+    base = catalog.load("base_policy").model
+    assert set(base.state_dict()) == set(pretrained.state_dict())  # adapters merged away
+    lower, upper = (decoder_blocks(m) for m in (pretrained, base))
+    for name, value in lower[0].state_dict().items():
+        assert torch.equal(value, upper[0].state_dict()[name]), name
+    assert not torch.equal(lower[1].self_attn.q_proj.weight, upper[1].self_attn.q_proj.weight)
+
+
+def test_sft_off_keeps_the_pretrained_model_and_bad_keys_fail(hh, run):
+    from steerable_alignment.pipelines.dpo.nodes import fine_tune_base_policy
+
+    catalog, params, _ = run
+    pretrained = catalog.load("pretrained_policy")
+    args = (*hh, catalog.load("hh.policy_pairs"), params["dpo"]["hh"]["data"])
+    base, history = fine_tune_base_policy(pretrained, *args, {"enabled": False})
+    assert base is pretrained and history.empty
+    with pytest.raises(ConfigError, match=r"dpo\.sft.*missing key\(s\) \['policy', 'training'\]"):
+        fine_tune_base_policy(pretrained, *args, {"enabled": True})
+    with pytest.raises(ConfigError, match=r"dpo\.sft.*unknown key\(s\) \['steps'\]"):
+        fine_tune_base_policy(pretrained, *args, {"enabled": True, "steps": 3})
+    bad = copy.deepcopy(params["dpo"]["sft"])
+    bad["prefix_dtype"] = "int8"
+    with pytest.raises(ConfigError, match="dpo.sft.prefix_dtype"):
+        fine_tune_base_policy(pretrained, *args, bad)
+    bad = copy.deepcopy(params["dpo"]["sft"])
+    bad["training"]["lr"] = -1
+    with pytest.raises(ConfigError, match=r"dpo\.sft\.training\.lr"):
+        fine_tune_base_policy(pretrained, *args, bad)
 
 
 def test_reference_logps_cover_every_tokenised_pair(run):
@@ -379,7 +422,8 @@ def test_every_environment_resolves(env):
             )
             assert policy.type == ("np_dpo" if variant.startswith("nppl") else "btl_dpo")
             assert training.checkpoint_dir.endswith(f"{dataset}/{variant}/policy_checkpoints")
-            assert training.nll_weight == 0.0  # plain DPO until chosen on validation
+            # DPO+NLL, chosen on the validation split after SFT (docs/steering.md)
+            assert training.nll_weight == 1.0
             if env == "gpu":
                 assert (training.device, training.dtype, training.lr) == ("cuda", "bfloat16", 1e-5)
                 assert (policy.lora_r, policy.lora_alpha, policy.layers_to_transform) == (
@@ -389,9 +433,16 @@ def test_every_environment_resolves(env):
                 )
     if env == "gpu":
         assert params["base"] == {"source": "Qwen/Qwen2.5-1.5B-Instruct", "dtype": "bfloat16"}
+    from steerable_alignment.training.sft import SFTConfig
+
+    sft = params["sft"]
+    assert sft["enabled"] is (env != "gpu")  # the instruct model needs no SFT on the GPU
+    SFTConfig.from_params(sft["training"], prefix="dpo.sft.training")
+    PolicyConfig.from_params({"type": "btl_dpo", **sft["policy"]})
     catalog = DataCatalog.from_config(loader["catalog"])
     assert isinstance(catalog.get("hh.nppl_mixed.policy"), PolicyCheckpointDataset)
     assert isinstance(catalog.get("base_policy"), HFPretrainedDataset)
+    assert isinstance(catalog.get("pretrained_policy"), HFPretrainedDataset)
     assert str(catalog.get("dpo_metrics")._filepath).endswith(
         "data/08_reporting/dpo_metrics.parquet"
     )

@@ -233,7 +233,8 @@ def run(task: TrainingTask, config: LoopConfig) -> LoopResult:
             state.step = step
             if step % config.eval_every == 0 or step == config.max_steps:
                 row = _validate(task, val_episodes, state, optimiser, device, processes, started)
-                bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_accuracy']:.4f}")
+                shown = row.get("val_accuracy", task.selection_score(row))
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{shown:.4f}")
             if checkpoints is not None and _checkpoint_due(config, step):
                 state.seconds = time.perf_counter() - started
                 _save_checkpoint(

@@ -346,6 +346,152 @@ def compute_reference_logps(
     return {"pair_id": sequences.pair_id, "logps": cache.values}, prefix
 
 
+def fine_tune_base_policy(
+    pretrained_policy: Any,
+    pairs: pd.DataFrame,
+    features: dict[str, Any],
+    policy_pairs: dict[str, Any],
+    data: dict[str, Any],
+    sft: dict[str, Any],
+) -> tuple[Any, pd.DataFrame]:
+    """The base policy every DPO policy starts from: the pretrained model after SFT.
+
+    SFT (:mod:`steerable_alignment.training.sft`) fits LoRA adapters on the
+    chosen responses of the data set's train pairs (each under a random user of
+    the data, so both styles) and merges them into the weights; the result is
+    the reference policy and the starting point of every policy, and what
+    generation, ``steer`` and the fluency measure load as ``base_policy``.
+
+    Args:
+        pretrained_policy: the pretrained model and tokenizer (never modified).
+        pairs, features, policy_pairs: the data set's pairs, features (for the
+            splits and choices) and tokenised pairs.
+        data: ``name``, ``objectives`` (and ``allow_missing_features``).
+        sft: ``enabled`` (false: the pretrained model as it is), ``policy``
+            (LoRA keys of :class:`PolicyConfig`; type ``btl_dpo``),
+            ``training`` (:class:`~steerable_alignment.training.sft.SFTConfig`
+            keys), ``prefix_dtype`` (``float32`` or ``bfloat16``: the frozen
+            blocks below the adapters run once per text in that dtype, as
+            for the reference log-probs; ``none``: every step runs the whole
+            model) and ``max_prefix_state_gib``.
+
+    Returns:
+        The base policy (a ``PretrainedPolicy``) and the SFT history (one row
+        per validation, ``best`` marks the kept step; empty when off).
+    """
+    _check_keys(
+        sft, "dpo.sft", {"enabled"}, {"policy", "training", "prefix_dtype", "max_prefix_state_gib"}
+    )
+    if not sft["enabled"]:
+        logger.info("dpo.sft.enabled is false: the base policy is the pretrained model")
+        return pretrained_policy, pd.DataFrame(columns=["step", "val_chosen_nll", "best"])
+    _check_keys(
+        sft, "dpo.sft", {"enabled", "policy", "training"}, {"prefix_dtype", "max_prefix_state_gib"}
+    )
+    import copy
+
+    import torch
+
+    from steerable_alignment.policy.config import PolicyConfig
+    from steerable_alignment.policy.model import PolicyModel
+    from steerable_alignment.policy_data.base_model import PretrainedPolicy
+    from steerable_alignment.runtime.devices import seeded
+    from steerable_alignment.training.sft import SFTConfig, fine_tune
+
+    training = SFTConfig.from_params(sft["training"], prefix="dpo.sft.training")
+    config = PolicyConfig.from_params({"type": "btl_dpo", **sft["policy"]}, prefix="dpo.sft.policy")
+    prefix_dtype = str(sft.get("prefix_dtype", "bfloat16"))
+    if prefix_dtype not in ("float32", "bfloat16", "none"):
+        raise ConfigError(
+            f"Parameter 'dpo.sft.prefix_dtype': expected float32, bfloat16 or none, "
+            f"got {prefix_dtype!r}"
+        )
+    policy_data = _policy_data(pairs, features, policy_pairs, data)
+    base = copy.deepcopy(pretrained_policy.model)
+    with seeded(training.seed):
+        policy = PolicyModel(config, base, base_model_name=base.name_or_path or "pretrained")
+    cut = policy.lowest_adapted_block
+    if prefix_dtype != "none" and cut > 0:
+        sequences = policy_data.sequences
+        num_pairs, _, length = sequences.input_ids.shape
+        check_prefix_state_size(
+            num_pairs,
+            length,
+            base.config.hidden_size,
+            sft.get("max_prefix_state_gib", DEFAULT_MAX_PREFIX_STATE_GIB),
+            "dpo.sft",
+        )
+        device = _device(training.device, "dpo.sft.training.device")
+        rows = torch.cat([policy_data.splits["train"], policy_data.splits["validation"]])
+        states = lower_block_states(
+            pretrained_policy.model,
+            sequences,
+            rows,
+            cut,
+            training.batch_size,
+            device,
+            prefix_dtype,
+        )
+        policy_data = dataclasses.replace(
+            policy_data,
+            sequences=dataclasses.replace(sequences, prefix_states=states, prefix_blocks=cut),
+        )
+    result = fine_tune(policy, policy_data, training)
+    history = pd.DataFrame(result.history)
+    history["best"] = history["step"] == result.best_step
+    logger.info(
+        "%s: SFT kept step %d (validation NLL per token %.3f, from %.3f at the first validation)",
+        data["name"],
+        result.best_step,
+        float(history.loc[history["best"], "val_chosen_nll"].iloc[0]),
+        float(history["val_chosen_nll"].iloc[0]),
+    )
+    return PretrainedPolicy(result.model, pretrained_policy.tokenizer), history
+
+
+def lower_block_states(
+    model: Any,
+    sequences: Any,
+    rows: Any,
+    cut: int,
+    batch_size: int,
+    device: Any,
+    dtype: str = "float32",
+) -> Any:
+    """(P, 2, L, H) float32 states entering block ``cut`` of both sides of ``rows`` (zeros
+    elsewhere): the frozen lower blocks run once per text (``dtype``: float32 or bfloat16
+    autocast, as :func:`compute_reference_logps`)."""
+    import copy
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from steerable_alignment.policy.prefix import compute_prefix_states
+    from steerable_alignment.policy_data.pairs import pair_sequences
+
+    if next(model.parameters()).device != device:
+        model = copy.deepcopy(model).to(device)
+    num_pairs, _, length = sequences.input_ids.shape
+    states = torch.zeros(num_pairs, 2, length, model.config.hidden_size)  # (P, 2, L, H)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if dtype == "bfloat16"
+        else contextlib.nullcontext()
+    )
+    per_chunk = max(batch_size // 2, 1)
+    with torch.no_grad():
+        for start in tqdm(range(0, len(rows), per_chunk), desc="lower blocks", leave=False):
+            chunk = rows[start : start + per_chunk]  # (m,)
+            both = torch.cat([chunk, chunk])  # (2m,)
+            sides = torch.cat([torch.zeros_like(chunk), torch.ones_like(chunk)])  # (2m,)
+            with autocast:
+                lower = compute_prefix_states(
+                    model, pair_sequences(sequences, both, sides).to(device), cut
+                )  # (2m, L_b, H)
+            states[both, sides, : lower.shape[1]] = lower.float().cpu()
+    return states
+
+
 def _policy_data(
     pairs: pd.DataFrame,
     features: dict[str, Any],

@@ -1,6 +1,8 @@
 """``dpo``: BTL-DPO and NP-DPO policies, one base pipeline per (dataset, variant).
 
-Once: ``prepare_base_policy`` writes the base LLM (``base_policy``). Per data
+Once: ``prepare_base_policy`` writes the pretrained LLM (``pretrained_policy``)
+and ``fine_tune_base_policy`` fine-tunes it on the HH train responses (SFT,
+``sft_history``) into ``base_policy``, every policy's start and reference. Per data
 set (namespace ``<dataset>``): tokenise the pairs through the chat template
 (``<dataset>.policy_pairs``), compute the reference log-probs once for every
 policy (``<dataset>.reference_logps``) and draw the fixed test episodes. Per
@@ -21,6 +23,7 @@ from kedro.pipeline import Pipeline, node
 
 from steerable_alignment.pipelines.dpo.nodes import (
     compute_reference_logps,
+    fine_tune_base_policy,
     make_policy_evaluation_episodes,
     plot_dpo_accuracy,
     predict_policy,
@@ -39,6 +42,10 @@ from steerable_alignment.pipelines.variants import DEFAULT_DPO_DATASETS, DPO_DAT
 #: Variants whose context encoder may start from the data set's NP-BTL reward
 #: model (``init_context_encoder``): they read it as the input ``encoder_init``.
 ENCODER_INIT = {"nppl_mixed": "nppl_mixed"}
+
+#: The data set whose train responses the base policy is fine-tuned on (SFT, every
+#: policy's start and reference): HH and HHT share their prompts' splits and responses.
+SFT_DATASET = "hh"
 
 
 def variant_pipeline(encoder_init: bool = False) -> Pipeline:
@@ -100,7 +107,7 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                 tokenise_policy_pairs,
                 dataset,
                 inputs={
-                    "base_policy": "base_policy",
+                    "base_policy": "pretrained_policy",  # its tokenizer: SFT keeps it
                     "pairs": pairs,
                     "data": data,
                     "tokenise": f"params:dpo.{dataset}.tokenise",
@@ -184,8 +191,22 @@ def report_pipeline(datasets: tuple[str, ...]) -> Pipeline:
             node(
                 prepare_base_policy,
                 inputs={"base": "params:dpo.base"},
-                outputs="base_policy",
+                outputs="pretrained_policy",
                 name="prepare_base_policy",
+            ),
+            node(
+                fine_tune_base_policy,
+                inputs={
+                    "pretrained_policy": "pretrained_policy",
+                    "pairs": f"{SFT_DATASET}.pairs",
+                    "features": f"{SFT_DATASET}.features",
+                    "policy_pairs": f"{SFT_DATASET}.policy_pairs",
+                    "data": f"params:dpo.{SFT_DATASET}.data",
+                    "sft": "params:dpo.sft",
+                },
+                outputs=["base_policy", "sft_history"],
+                name="fine_tune_base_policy",
+                tags=["gpu"],
             ),
             *concat_across(
                 datasets,
@@ -206,6 +227,11 @@ def report_pipeline(datasets: tuple[str, ...]) -> Pipeline:
 
 def create_pipeline(datasets: tuple[str, ...] = DEFAULT_DPO_DATASETS, **kwargs) -> Pipeline:
     """The DPO pipeline over ``datasets`` (default: ``hh`` only, the CPU-sized run)."""
+    if SFT_DATASET not in datasets:
+        raise ValueError(
+            f"The DPO pipeline fine-tunes the base policy on '{SFT_DATASET}' (SFT): include it in "
+            f"the data sets, got {list(datasets)}"
+        )
     unknown = [d for d in datasets if d not in DPO_DATASETS]
     if unknown:
         raise ValueError(f"No DPO variants for data set(s) {unknown}; known: {list(DPO_DATASETS)}")
