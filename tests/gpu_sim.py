@@ -326,8 +326,10 @@ def sim_runtime_params(
         },
         "active_elicitation": {
             d: {
-                "strategies": ["random", "uncertainty", "information"],
+                "strategies": ["random", "uncertainty", "information", "population"],
+                "population": {"size": 8, "seed": 0},
                 "asked": [0, 1, 2],
+                "versus_random": [[1, 2]],
                 "split": "test",
                 "pool_size": 10 if d != "synthetic" else 40,
                 "users_per_objective": 2,

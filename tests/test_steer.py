@@ -616,3 +616,183 @@ def test_a_context_embedded_otherwise_than_the_training_features_is_refused(proj
         assert_clean_failure(
             result, "'hh.nppl_mixed.policy' was trained on features embedded with other settings"
         )
+
+
+# -- end to end: which pairs to ask next (--suggest) -----------------------------------------
+
+POOL = EXAMPLES / "pool.jsonl"
+
+
+def suggest(project: Path, context: Path, k: int, *args: str, pool: Path = POOL):
+    return steer(
+        project, "--context", str(context), "--suggest", str(k), "--pool", str(pool), *args
+    )
+
+
+@pytest.fixture(scope="module")
+def short_context(tmp_path_factory):
+    """A helpful user's context one pair short of the trained size, so one more can be asked."""
+    folder = tmp_path_factory.mktemp("short_context")
+    return head(EXAMPLES / "context_helpful.jsonl", TEST_MAX_CONTEXT - 1, folder / "c.jsonl")
+
+
+def test_suggestions_are_the_pool_pairs_the_model_is_least_sure_of(project, short_context):
+    pool = read_rows(POOL)
+    result = suggest(project, short_context, len(pool), "--json", "--strategy", "uncertainty")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["mode"] == "suggest" and out["strategy"] == "uncertainty"
+    assert out["model"] == "hh.nppl_mixed.reward_model"
+    assert out["pool"] == {"file": str(POOL), "pairs": len(pool), "skipped": []}
+    every = out["suggestions"]
+    assert [s["rank"] for s in every] == list(range(1, len(pool) + 1))
+    assert sorted(s["line"] for s in every) == list(range(1, len(pool) + 1))
+    # the gain is the entropy of the predicted answer, so it falls with the rank
+    for s in every:
+        p = s["prob_b"]
+        assert math.isclose(s["gain"], -(p * math.log(p) + (1 - p) * math.log(1 - p)), rel_tol=1e-5)
+    gains = [s["gain"] for s in every]
+    assert gains == sorted(gains, reverse=True)
+
+    # P(b > a) is the model's own for that pair as a target of an episode with this context
+    from steerable_alignment.episodes.batch import EpisodeBatch
+
+    model = load_reward_model(project)
+    rows = read_rows(short_context)
+    context = pipeline_features(rows).unsqueeze(0)  # (1, N, 2, D)
+    targets = pipeline_features([pool[s["line"] - 1] for s in every]).unsqueeze(0)  # (1, M, 2, D)
+    batch = EpisodeBatch(
+        context_features=context,
+        context_choices=torch.tensor([[r["choice"] for r in rows]]),
+        context_mask=torch.ones(1, len(rows), dtype=torch.bool),
+        target_features=targets,
+        target_choices=torch.zeros(1, len(pool), dtype=torch.long),
+        target_mask=torch.ones(1, len(pool), dtype=torch.bool),
+        objective=torch.zeros(1, dtype=torch.long),
+    )
+    with torch.no_grad():
+        prob_b = model(batch)[0, :, 1].exp()  # (M,)
+    for s, p in zip(every, prob_b.tolist(), strict=True):
+        assert math.isclose(s["prob_b"], p, abs_tol=1e-5)
+
+    # the first K of the ranking, and a table with one block per pair
+    result = suggest(project, short_context, 2, "--strategy", "uncertainty")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Pairs worth asking next: hh.nppl_mixed.reward_model (version ")
+    assert "strategy uncertainty; 2 of 8 pool pair(s)" in lines[1]
+    for s in every[:2]:
+        assert f"[{s['rank']}] pool line {s['line']}: gain {s['gain']:.3f} nats" in result.stdout
+    assert "[3]" not in result.stdout
+
+
+def test_by_default_a_one_z_model_asks_what_tells_the_training_users_apart(project, short_context):
+    from steerable_alignment.contracts import dataset_tensors
+    from steerable_alignment.evaluation.elicitation import PopulationView, population_bank
+    from steerable_alignment.steer import POPULATION_SIZE
+
+    pool = read_rows(POOL)
+    result = suggest(project, short_context, len(pool), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["strategy"] == "population"  # auto, for nppl_mixed (one z)
+    gains = [s["gain"] for s in out["suggestions"]]
+    assert gains == sorted(gains, reverse=True)
+    # the gain is the information about which bank user this is, recomputed here
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    model = load_reward_model(project)
+    with contextlib.chdir(project):
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, env="test") as session:
+            context = session.load_context()
+            pairs, features = (context.catalog.load(f"hh.{n}") for n in ("pairs", "features"))
+            data = context.params["reward_modelling"]["hh"]["data"]
+    split = dataset_tensors(pairs, features, data)
+    bank = population_bank(
+        model,
+        split.data.features.float(),
+        split.data.choices,
+        split.splits["train"],
+        POPULATION_SIZE,
+        trained_max_context()["reward_model"],
+        0,
+    )
+    view = PopulationView(model, bank)
+    rows = read_rows(short_context)
+    z = view.latents(
+        pipeline_features(rows).unsqueeze(0),
+        torch.tensor([[r["choice"] for r in rows]]),
+        torch.ones(1, len(rows), dtype=torch.bool),
+    )
+    ordered = [pool[s["line"] - 1] for s in out["suggestions"]]
+    expected = view.scores("population", z, pipeline_features(ordered), None)[0]
+    for s, gain in zip(out["suggestions"], expected.tolist(), strict=True):
+        assert math.isclose(s["gain"], max(gain, 0.0), abs_tol=1e-5)
+    text = suggest(project, short_context, 1).stdout
+    assert "strategy population; 1 of 8" in text
+    assert "gain = information about which training user this is (nats)" in text
+
+
+def test_a_pool_pair_already_answered_is_skipped_and_said_so(project, short_context, tmp_path):
+    answered = read_rows(short_context)[0]
+    swapped = {
+        **answered,
+        "response_a": answered["response_b"],
+        "response_b": answered["response_a"],
+    }
+    pool = write_jsonl(tmp_path / "pool.jsonl", [*read_rows(POOL)[:3], swapped, read_rows(POOL)[0]])
+    result = suggest(project, short_context, 3, "--json", pool=pool)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["pool"]["pairs"] == 3
+    assert out["pool"]["skipped"] == [
+        {"line": 4, "reason": "already in the context (line 1)"},
+        {"line": 5, "reason": "repeats pool line 1"},
+    ]
+    assert sorted(s["line"] for s in out["suggestions"]) == [1, 2, 3]
+    assert f"{pool}, line 4: skipped, already in the context (line 1)" in result.stderr
+    text = suggest(project, short_context, 1, pool=pool).stdout
+    assert "Skipped 2 pool pair(s):" in text and "line 4: already in the context" in text
+
+
+def test_bad_suggest_requests_are_refused(project, short_context, contexts, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert_clean_failure(
+        suggest(project, short_context, 1, pool=empty), f"{empty}: the pool is empty"
+    )
+    assert_clean_failure(
+        suggest(project, short_context, 9),
+        f"--suggest 9: the pool {POOL} holds only 8 pair(s) that could be asked",
+    )
+    only_answered = write_jsonl(tmp_path / "answered.jsonl", read_rows(short_context))
+    assert_clean_failure(
+        suggest(project, short_context, 1, pool=only_answered),
+        "holds only 0 pair(s) that could be asked (2 more skipped: already in the context",
+    )
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "Hi?", "response_a": "Hello."}])
+    assert_clean_failure(
+        suggest(project, short_context, 1, pool=bad), f"{bad}, line 1, field 'response_b': missing"
+    )
+    assert_clean_failure(
+        suggest(project, short_context, 1, "--strategy", "information"),
+        "the 'information' strategy needs a latent NP-BTL model",
+    )
+    assert_clean_failure(  # the context is already as large as the model was trained with
+        suggest(project, contexts["helpful"], 1),
+        f"already holds {TEST_MAX_CONTEXT} pairs, the most hh.nppl_mixed.reward_model was trained",
+    )
+    usage_errors = {  # argparse: exit status 2
+        ("--suggest", "2"): "--suggest K and --pool FILE go together",
+        ("--suggest", "0"): "argument --suggest: must be a positive integer, got 0",
+        ("--suggest", "2", "--pool", str(POOL), "--strategy", "best"): "argument --strategy: "
+        "invalid choice: 'best' (choose from ",
+    }
+    for option, message in usage_errors.items():
+        result = steer(project, "--context", str(short_context), *option)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    result = steer(project, "--context", str(short_context), "--suggest", "1", "--pool", str(POOL),
+                   "--strategy", "best")  # fmt: skip
+    assert all(name in result.stderr for name in ("random", "uncertainty", "information"))

@@ -1,11 +1,13 @@
 """``python -m steerable_alignment.steer``: steer the trained models with a user's few choices.
 
 Reads a user's context pairs (``--context``, JSON Lines) and either scores
-candidate responses with the NP-BTL reward model (``--candidates``) or
+candidate responses with the NP-BTL reward model (``--candidates``),
 answers prompts with the NP-DPO policy (``--prompts``), both conditioned on
-that context. The models are the latest trained artefacts of the Kedro
-catalog: ``<dataset>.nppl_mixed.reward_model``, ``<dataset>.nppl_mixed.policy``
-on ``base_policy``, and the ``embedding`` pipeline's model for the texts.
+that context, or names the pairs of a pool most worth asking the user next
+(``--suggest K --pool FILE``, with the NP-BTL reward model). The models are
+the latest trained artefacts of the Kedro catalog:
+``<dataset>.nppl_mixed.reward_model``, ``<dataset>.nppl_mixed.policy`` on
+``base_policy``, and the ``embedding`` pipeline's model for the texts.
 See docs/steer.md.
 
 This module is the command line and the thin Kedro layer (bootstrap the
@@ -33,9 +35,12 @@ from steerable_alignment.steering.errors import MissingArtifactError, SteeringEr
 from steerable_alignment.steering.inputs import (
     ContextPair,
     check_context_size,
+    check_suggest_size,
     read_candidates,
     read_context,
+    read_pool,
     read_prompts,
+    usable_pool,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,14 +52,14 @@ EXIT_ERROR = 1
 
 
 def requirements(dataset: str, mode: str) -> list[str]:
-    """Catalog entries ``mode`` (``score`` or ``generate``) needs, in the order they are made.
+    """Catalog entries ``mode`` (``score``, ``suggest``, ``generate``) needs, in making order.
 
     The pairs and features are not read (context texts are embedded here) but
     the models cannot exist without them, so a missing one names the first
     pipeline to run.
     """
     needed = [f"{dataset}.pairs", f"{dataset}.features"]
-    if mode == "score":
+    if mode in ("score", "suggest"):
         return [*needed, f"{dataset}.{VARIANT}.reward_model"]
     return [*needed, "base_policy", f"{dataset}.{VARIANT}.policy"]
 
@@ -220,33 +225,119 @@ def _check_embedding(recorded: Any, embedding: Any, name: str, dataset: str) -> 
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadedRewardModel:
+    """The NP-BTL reward model of a run, checked, with what it was trained on."""
+
+    dataset: str
+    name: str
+    version: str | None
+    model: Any
+    max_context: int
+    source: str
+    embedding: Any
+
+    def info(self, args: argparse.Namespace, pairs: int) -> Any:
+        from steerable_alignment.steering import report
+
+        return report.RunInfo(
+            self.dataset, self.name, self.version, str(args.context), pairs, self.max_context
+        )
+
+
+def _reward_model(
+    args: argparse.Namespace, catalog: Any, params: Mapping[str, Any], mode: str, pairs: int
+) -> LoadedRewardModel:
+    """Load and check ``<dataset>.nppl_mixed.reward_model``: kind, context size, embedding."""
+    from steerable_alignment.steering import core
+
+    dataset = _check_dataset(params, args.dataset)
+    check_artifacts(catalog, dataset, mode, args.env)
+    name = f"{dataset}.{VARIANT}.reward_model"
+    version = _version(catalog, name)
+    model = catalog.load(name)
+    core.check_reward_model(model, name)
+    facts = getattr(model, "trained_with", None) or {}
+    max_context, source = _trained_max_context(
+        facts.get("max_context"), params, f"reward_modelling.{dataset}.{VARIANT}.training"
+    )
+    check_context_size(pairs, max_context, name, source, args.context)
+    embedding = _embedding_config(params, dataset, args.device)
+    _check_embedding(facts.get("embedding"), embedding, name, dataset)
+    return LoadedRewardModel(dataset, name, version, model, max_context, source, embedding)
+
+
 def score(args: argparse.Namespace, context_pairs: list[ContextPair]) -> str:
     """Rank candidates with the NP-BTL reward model conditioned on the context."""
     from steerable_alignment.steering import core, report
 
     candidates = read_candidates(args.candidates)
     with kedro_project(args.project_path, args.env) as (catalog, params):
-        dataset = _check_dataset(params, args.dataset)
-        check_artifacts(catalog, dataset, "score", args.env)
-        name = f"{dataset}.{VARIANT}.reward_model"
-        version = _version(catalog, name)
-        model = catalog.load(name)
-        core.check_reward_model(model, name)
-        facts = getattr(model, "trained_with", None) or {}
-        max_context, source = _trained_max_context(
-            facts.get("max_context"), params, f"reward_modelling.{dataset}.{VARIANT}.training"
-        )
-        check_context_size(len(context_pairs), max_context, name, source, args.context)
-        embedding = _embedding_config(params, dataset, args.device)
-        _check_embedding(facts.get("embedding"), embedding, name, dataset)
-        dim = model.config.input_dim
-        context = core.context_tensors(context_pairs, embedding, dim, args.context)
-        options = core.embed_candidates(candidates, embedding, dim, args.candidates)
-    scored = core.score_candidates(model, context, candidates, options)
-    info = report.RunInfo(
-        dataset, name, version, str(args.context), len(context_pairs), max_context
-    )
+        loaded = _reward_model(args, catalog, params, "score", len(context_pairs))
+        dim = loaded.model.config.input_dim
+        context = core.context_tensors(context_pairs, loaded.embedding, dim, args.context)
+        options = core.embed_candidates(candidates, loaded.embedding, dim, args.candidates)
+    scored = core.score_candidates(loaded.model, context, candidates, options)
+    info = loaded.info(args, len(context_pairs))
     return report.scores_json(info, scored) if args.json else report.scores_text(info, scored)
+
+
+#: Training users in the ``population`` strategy's bank (as the evaluation's default).
+POPULATION_SIZE = 256
+
+
+def _population(catalog: Any, params: Mapping[str, Any], loaded: LoadedRewardModel, seed: int):
+    """(K, Z') latents of simulated training users of the data set, for ``population``."""
+    from steerable_alignment.contracts import dataset_tensors
+    from steerable_alignment.evaluation.elicitation import population_bank
+
+    data = parameter(params, f"reward_modelling.{loaded.dataset}.data")
+    pairs = catalog.load(f"{loaded.dataset}.pairs")
+    split = dataset_tensors(pairs, catalog.load(f"{loaded.dataset}.features"), data)
+    return population_bank(
+        loaded.model,
+        split.data.features.float(),
+        split.data.choices,
+        split.splits["train"],
+        POPULATION_SIZE,
+        loaded.max_context,
+        seed,
+    )
+
+
+def suggest(args: argparse.Namespace, context_pairs: list[ContextPair]) -> str:
+    """The pool pairs most worth asking next, by the NP-BTL reward model given the context."""
+    from steerable_alignment.steering import core, report
+
+    pool, skipped = usable_pool(read_pool(args.pool), context_pairs)
+    for item in skipped:
+        logger.warning("%s, line %d: skipped, %s", args.pool, item.line, item.reason)
+    check_suggest_size(args.suggest, len(pool), len(skipped), args.pool)
+    with kedro_project(args.project_path, args.env) as (catalog, params):
+        loaded = _reward_model(args, catalog, params, "suggest", len(context_pairs))
+        if len(context_pairs) >= loaded.max_context:
+            raise SteeringError(
+                f"{args.context} already holds {len(context_pairs)} pairs, the most "
+                f"{loaded.name} was trained with ({loaded.source}): the answer to one more "
+                "could not be used"
+            )
+        latent = bool(getattr(loaded.model, "latent", False))
+        strategy = args.strategy
+        if strategy == "auto":
+            strategy = "information" if latent else "population"
+        bank = None
+        if strategy == "population":
+            bank = _population(catalog, params, loaded, args.seed)
+        dim = loaded.model.config.input_dim
+        context = core.context_tensors(context_pairs, loaded.embedding, dim, args.context)
+        features = core.embed_pool(pool, loaded.embedding, dim, args.pool)
+    chosen = core.suggest_pairs(
+        loaded.model, context, pool, features, args.suggest, strategy, seed=args.seed, bank=bank
+    )
+    facts = (loaded.info(args, len(context_pairs)), strategy, str(args.pool), len(pool))
+    if args.json:
+        return report.suggestions_json(*facts, skipped, chosen)
+    return report.suggestions_text(*facts, skipped, chosen, latent=latent)
 
 
 def generate(args: argparse.Namespace, context_pairs: list[ContextPair]) -> str:
@@ -374,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Condition the trained NP-BTL reward model or NP-DPO policy on a user's few "
-            "choices: score candidate responses, or answer prompts."
+            "choices: score candidate responses, answer prompts, or suggest which pairs to "
+            "ask the user next."
         ),
         epilog="See docs/steer.md.",
     )
@@ -399,6 +491,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="JSON Lines of prompt: answer each with the NP-DPO policy",
+    )
+    mode.add_argument(
+        "--suggest",
+        type=_positive_int,
+        metavar="K",
+        help="print the K pairs of --pool most worth asking the user next (NP-BTL reward model)",
+    )
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        metavar="FILE",
+        help="--suggest: JSON Lines of prompt, response_a, response_b to choose from",
+    )
+    parser.add_argument(
+        "--strategy",
+        default="auto",
+        choices=("auto", "random", "uncertainty", "information", "population"),
+        help="--suggest: how to rank the pool (default auto: information for a latent model, "
+        "else population)",
     )
     parser.add_argument("--dataset", default="hh", help="the data set of the models (default hh)")
     parser.add_argument(
@@ -436,7 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="--prompts: 1.0 is off (default 1.0)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="--prompts: sampling seed (0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="--prompts: sampling seed; --suggest: draws of z (0)"
+    )
     parser.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -477,6 +590,8 @@ def run(args: argparse.Namespace) -> str:
     context_pairs = read_context(args.context)
     if args.candidates is not None:
         return score(args, context_pairs)
+    if args.suggest is not None:
+        return suggest(args, context_pairs)
     return generate(args, context_pairs)
 
 
@@ -487,7 +602,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     anything printed there (Kedro's rich log handler writes to stdout) is sent
     to stderr, so ``--json`` output can be piped.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.suggest is None) != (args.pool is None):
+        parser.error("--suggest K and --pool FILE go together")
     out = sys.stdout
     with contextlib.redirect_stdout(sys.stderr), _quiet(args.verbose):
         try:

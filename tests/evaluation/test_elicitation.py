@@ -162,3 +162,62 @@ def test_an_answer_no_type_would_give_leaves_the_prior():
     options = torch.tensor([[[0.3, 0.1]]], dtype=torch.float64)
     posterior = type_posterior(options, torch.tensor([[1]]), torch.ones(1, 1, dtype=torch.bool))
     assert torch.equal(posterior, torch.tensor([[0.5, 0.5]], dtype=torch.float64))
+
+
+def _bank_model():
+    config = RewardModelConfig.from_params(
+        {"type": "nppl", "input_dim": 3, "hidden_dim": 8, "latent_dim": 4, "num_heads": 2}
+    )
+    torch.manual_seed(0)
+    return build_model(config)
+
+
+def test_the_population_gain_by_hand_on_a_two_user_bank():
+    from steerable_alignment.evaluation.elicitation import PopulationView
+
+    model = _bank_model()
+    bank = torch.randn(2, 4, generator=torch.Generator().manual_seed(3))  # (K=2, Z)
+    view = PopulationView(model, bank)
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randn(5, 2, 3, generator=g)
+    prepared = view.prepare_pool(pool)
+    per_user = view.pool_probs(bank.unsqueeze(1), pool)[:, 0]  # (K, M)
+    assert torch.allclose(prepared.bank_probs, per_user)
+    # no context: uniform weights, I = H(mean p) - mean H(p)
+    z = view.latents(torch.zeros(1, 0, 2, 3), torch.zeros(1, 0).long(), torch.zeros(1, 0).bool())
+    gain = view.scores("population", z, prepared, g)[0]
+    for m in range(5):
+        p0, p1 = float(per_user[0, m]), float(per_user[1, m])
+        assert gain[m].item() == pytest.approx(_h((p0 + p1) / 2) - (_h(p0) + _h(p1)) / 2, abs=1e-5)
+    # a context answered as bank user 0 would answer weighs user 0 up by its likelihood
+    context = pool[:2].unsqueeze(0)  # (1, 2, 2, 3)
+    answers = (per_user[0, :2] > 0.5).long().unsqueeze(0)  # (1, 2)
+    z = view.latents(context, answers, torch.ones(1, 2, dtype=torch.bool))
+    p = per_user[:, :2]
+    likely = torch.where(answers.bool(), p, 1 - p).log().sum(-1)  # (K,)
+    assert torch.allclose(z.log_weights[0], likely, atol=1e-5)
+    # predictions stay the model's own given the context
+    own = NPBTLView(model).latents(context, answers, torch.ones(1, 2, dtype=torch.bool))
+    targets = torch.randn(1, 4, 2, 3, generator=g)
+    assert torch.allclose(
+        view.target_probs(z, targets), NPBTLView(model).target_probs(own, targets)
+    )
+
+
+def test_the_population_loop_never_asks_a_pair_twice_and_the_bank_has_its_size():
+    from steerable_alignment.evaluation.elicitation import PopulationView, population_bank
+
+    model = _bank_model()
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(60, 2, 3, generator=g)
+    choices = torch.randint(0, 2, (60, 2), generator=g)
+    bank = population_bank(model, features, choices, torch.arange(40), 12, 5, seed=0)
+    assert bank.shape == (12, 4)
+    again = population_bank(model, features, choices, torch.arange(40), 12, 5, seed=0)
+    assert torch.equal(bank, again)
+    view = PopulationView(model, bank)
+    pool_choices = choices[40:50, 0].repeat(3, 1)  # (B=3, M=10)
+    result = elicit(view, features[40:50], pool_choices, torch.randn(3, 4, 2, 3), "population",
+                    6, seed=0)  # fmt: skip
+    for row in result.asked:
+        assert len(set(row.tolist())) == 6

@@ -42,6 +42,7 @@ def test_every_group_becomes_a_section_with_its_charts_and_tables(full_report):
         "UltraFeedback reward models",
         "DPO policies",
         "Generation and steering",
+        "Active elicitation",
     ]
     charts = re.findall(rf'<div class="{CHART_CLASS}" id="([^"]+)">', page)
     assert charts == [
@@ -52,6 +53,7 @@ def test_every_group_becomes_a_section_with_its_charts_and_tables(full_report):
         "chart-implicit-reward-accuracy-vs-context-size",
         "chart-steering-gap-vs-context-size",
         "chart-users-on-a-continuum",
+        "chart-accuracy-after-each-asked-pair",
     ]
     assert page.count(get_plotlyjs()) == 1
     for title in (
@@ -67,6 +69,9 @@ def test_every_group_becomes_a_section_with_its_charts_and_tables(full_report):
         "Fluency: NLL per answer token (nats) under the frozen base model",
         "hh: test accuracy (%) of users on a continuum",
         "Users on a continuum: score difference of the answers by the user&#x27;s weight w",
+        "Held-out accuracy (%) after each asked pair, all users pooled",
+        "Paired difference vs random pairs, same model (accuracy points)",
+        "Asking well vs asking more: n asked pairs minus m random pairs",
     ):
         assert f"<h3>{title}</h3>" in page, title
     # A pivoted cell (accuracy 0.64 ± 0.01 at 10 pairs) and a signed steering gap.
@@ -78,6 +83,11 @@ def test_every_group_becomes_a_section_with_its_charts_and_tables(full_report):
     assert '<td class="num">1.800 ± 0.050</td>' in page
     assert "+0.750 ± 0.100" in page
     assert "<summary>Synthetic: all metrics (27 rows)</summary>" in page
+    # active elicitation: uncertainty after 2 pairs, its paired gain, 2 asked vs 5 random
+    elicitation = page.split('<section id="section-active-elicitation">')[1]
+    assert '<td class="num">64.00 ± 2.00</td>' in elicitation
+    assert '<td class="num">+4.00 ± 1.00</td>' in elicitation
+    assert "+1.2 ± 0.4" in elicitation
 
 
 def test_the_samples_show_both_users_and_the_baseline_escaped(full_report):

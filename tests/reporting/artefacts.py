@@ -15,6 +15,10 @@ from steerable_alignment.evaluation.generation import (
     REWARD_COLUMNS,
     WIN_RATE_COLUMNS,
 )
+from steerable_alignment.pipelines.evaluation.elicitation_nodes import (
+    ACTIVE_COLUMNS,
+    VERSUS_COLUMNS,
+)
 from steerable_alignment.pipelines.evaluation.mixed_user_nodes import MIXED_USER_COLUMNS
 from steerable_alignment.pipelines.evaluation.nodes import COMPARISON_COLUMNS, METRIC_COLUMNS
 
@@ -150,6 +154,27 @@ def mixed_user_metrics() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=MIXED_USER_COLUMNS)
 
 
+def active_elicitation() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An ``active_elicitation`` table (random and uncertainty) and its ``versus_random`` rows."""
+    rows = []
+    for strategy, gain in (("random", 0.0), ("uncertainty", 0.04)):
+        for objective in ("all", "helpfulness"):
+            for n in (0, 1, 2, 5):
+                accuracy = 0.5 + 0.08 * min(n, 1) + 0.01 * n + gain * (n > 0)
+                diff = (
+                    (float("nan"), float("nan")) if strategy == "random" else (gain * (n > 0), 0.01)
+                )
+                rows.append(
+                    ("hh", "nppl_mixed", strategy, objective, n, accuracy, 0.02, 0.6, 0.03, *diff)
+                    + (200 if objective == "all" else 100, 60)
+                )
+    versus = [
+        ("hh", "nppl_mixed", "uncertainty", objective, 2, 5, 0.64, 0.63, 0.012, 0.004, users)
+        for objective, users in (("all", 200), ("helpfulness", 100))
+    ]
+    return pd.DataFrame(rows, columns=ACTIVE_COLUMNS), pd.DataFrame(versus, columns=VERSUS_COLUMNS)
+
+
 def report_inputs() -> dict[str, Any]:
     """Every ``build_report`` argument but ``report``, keyed by argument name."""
     reward_metrics = pd.concat(
@@ -176,6 +201,9 @@ def report_inputs() -> dict[str, Any]:
         "dpo_comparisons": comparisons("hh", "nppl_mixed", "btl_mixed"),
         "dpo_accuracy_chart": line_chart("dpo accuracy"),
         **generation_tables(),
+        "active_elicitation": active_elicitation()[0],
+        "active_versus_random": active_elicitation()[1],
+        "active_elicitation_chart": line_chart("active elicitation", panels=1),
     }
 
 

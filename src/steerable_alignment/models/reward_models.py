@@ -257,15 +257,31 @@ class NPBTLRewardModel(PreferenceModel):
         Returns:
             (..., B, M) rewards.
         """
-        encoded = F.relu(self.option_encoder(options))  # (B, M, H)
-        # First head layer on [g(x), z] as W_g·g(x) + W_z·z: the z half is
-        # computed once per episode instead of once per option (same maths
-        # and parameters as the concatenation, a third fewer multiply-adds).
+        return self.reward_from_encoded(self.encode_options(options), z)
+
+    def encode_options(self, options: torch.Tensor) -> torch.Tensor:
+        """(..., M, D) options -> (..., M, H) their half of the reward head's first layer.
+
+        ``W_g·g(x) + b``: what :meth:`reward` computes once per option and
+        shares between latents; compute it once for options scored under many
+        latents (a pool asked of many users) and pass it to
+        :meth:`reward_from_encoded`.
+        """
+        encoded = F.relu(self.option_encoder(options))  # (..., M, H)
         first = self.reward_head[0]
-        w_g, w_z = first.weight.split([encoded.shape[-1], z.shape[-1]], dim=1)
-        hidden = F.linear(encoded, w_g, first.bias) + F.linear(z, w_z).unsqueeze(
-            -2
-        )  # (.., B, M, H)
+        w_g = first.weight[:, : encoded.shape[-1]]
+        return F.linear(encoded, w_g, first.bias)
+
+    def reward_from_encoded(self, encoded: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Rewards from :meth:`encode_options` output (B or 1, M, H) and latents (..., B, Z').
+
+        The first head layer on [g(x), z] is W_g·g(x) + W_z·z: the z half is
+        computed once per episode instead of once per option (same maths and
+        parameters as the concatenation, a third fewer multiply-adds).
+        """
+        first = self.reward_head[0]
+        w_z = first.weight[:, first.weight.shape[1] - z.shape[-1] :]
+        hidden = encoded + F.linear(z, w_z).unsqueeze(-2)  # (..., B, M, H)
         return self.reward_head[1:](hidden).squeeze(-1)
 
     def _target_log_probs(self, batch: EpisodeBatch, z: torch.Tensor) -> torch.Tensor:

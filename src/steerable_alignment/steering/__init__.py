@@ -3,10 +3,12 @@
 Framework-free (never imports Kedro). ``steerable_alignment.steer`` is the
 command line on top of it (docs/steer.md).
 
-- :mod:`.inputs`: the JSON Lines files (context pairs, candidates, prompts),
+- :mod:`.inputs`: the JSON Lines files (context pairs, candidates, prompts,
+  a pool of pairs to ask about),
   checked with errors that name the file, line and field;
 - :mod:`.core`: embedding the context as the ``embedding`` pipeline does,
-  NP-BTL rewards of candidates, NP-DPO generation conditioned on the context;
+  NP-BTL rewards of candidates, the pool pairs most worth asking next,
+  NP-DPO generation conditioned on the context;
 - :mod:`.report`: the text table and the JSON output.
 
 This package imports only the torch-free parts; import :mod:`.core` and
@@ -22,11 +24,16 @@ from steerable_alignment.steering.errors import (
 from steerable_alignment.steering.inputs import (
     Candidate,
     ContextPair,
+    PoolPair,
     PromptRecord,
+    Skipped,
     check_context_size,
+    check_suggest_size,
     read_candidates,
     read_context,
+    read_pool,
     read_prompts,
+    usable_pool,
 )
 
 __all__ = [
@@ -35,10 +42,15 @@ __all__ = [
     "ContextTooLongError",
     "InputError",
     "MissingArtifactError",
+    "PoolPair",
     "PromptRecord",
+    "Skipped",
     "SteeringError",
     "check_context_size",
+    "check_suggest_size",
     "read_candidates",
     "read_context",
+    "read_pool",
     "read_prompts",
+    "usable_pool",
 ]

@@ -30,7 +30,7 @@ import torch
 
 from steerable_alignment.embedding import EmbeddingConfig, embed_pairs
 from steerable_alignment.steering.errors import InputError, SteeringError
-from steerable_alignment.steering.inputs import Candidate, ContextPair
+from steerable_alignment.steering.inputs import Candidate, ContextPair, PoolPair
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +272,123 @@ def score_candidates(
     rewards = candidate_rewards(model, context, options).tolist()
     population = candidate_rewards(model, context.empty(), options).tolist()
     return rank_candidates(candidates, rewards, population)
+
+
+def embed_pool(
+    pool: Sequence[PoolPair], config: EmbeddingConfig, dim: int, path: str | Path
+) -> torch.Tensor:
+    """(M, 2, D) embeddings of pool pairs, as the pipeline embeds ``<dataset>.features``."""
+    return embed_texts(
+        [p.prompt for p in pool],
+        [p.response_a for p in pool],
+        [p.response_b for p in pool],
+        [p.line for p in pool],
+        config,
+        dim,
+        path,
+    )
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A pool pair worth asking the user next.
+
+    Attributes:
+        pair: the input record.
+        prob_b: the model's ``P(b ≻ a)`` for this user given the context (for a
+            latent model, averaged over draws of z).
+        gain: what the user's answer is expected to tell, in nats: with
+            ``population``, the mutual information between the answer and which
+            training user the user is; else, for a latent model, the mutual
+            information with z; else the entropy of the predicted answer (a
+            deterministic model has one z; the entropy bounds the information
+            from above).
+        rank: 1 for the pair the strategy would ask first.
+    """
+
+    pair: PoolPair
+    prob_b: float
+    gain: float
+    rank: int
+
+
+def suggest_pairs(
+    model: Any,
+    context: ContextTensors,
+    pool: Sequence[PoolPair],
+    pool_features: torch.Tensor,
+    k: int,
+    strategy: str,
+    samples: int = 32,
+    seed: int = 0,
+    bank: torch.Tensor | None = None,
+) -> list[Suggestion]:
+    """The ``k`` pool pairs a strategy would ask this user next, best first.
+
+    Each pair is scored as *the* next question given the current context
+    (the strategies of :mod:`steerable_alignment.evaluation.elicitation`, as
+    the ``active_elicitation`` evaluation scores them); the top ``k`` are
+    alternatives for that question, not a jointly chosen set. After the user
+    answers, add the answer to the context and ask again.
+
+    Args:
+        model: an NP-BTL reward model.
+        context: the user's context so far (may be empty).
+        pool: M candidate pairs (already without the context's own).
+        pool_features: (M, 2, D) their embeddings (:func:`embed_pool`).
+        k: how many to return (1 <= k <= M).
+        strategy: ``random``, ``uncertainty``, ``information`` (latent models) or
+            ``population`` (needs ``bank``).
+        samples: draws of z for a latent model.
+        seed: seeds the draws of z and the ``random`` strategy.
+        bank: (K, Z') latents of training users
+            (:func:`~steerable_alignment.evaluation.elicitation.population_bank`),
+            for ``population``: the gain is then the information about which of
+            them the user is.
+
+    Raises:
+        SteeringError: ``information`` with a model that has one z,
+            ``population`` without a bank, or k out of range.
+    """
+    from steerable_alignment.evaluation.elicitation import (
+        STRATEGIES,
+        NPBTLView,
+        PopulationView,
+        binary_entropy,
+        mutual_information,
+    )
+
+    if strategy not in STRATEGIES:
+        raise SteeringError(f"Unknown strategy {strategy!r}; valid strategies: {list(STRATEGIES)}")
+    if not 1 <= k <= len(pool):
+        raise SteeringError(f"cannot suggest {k} pair(s) from a pool of {len(pool)}")
+    if strategy == "population" and bank is None:
+        raise SteeringError("the 'population' strategy needs a bank of training users' latents")
+    view = NPBTLView(model, samples) if bank is None else PopulationView(model, bank, samples)
+    if strategy == "information" and not view.latent:
+        raise SteeringError(
+            "the 'information' strategy needs a latent NP-BTL model (type nppl_latent): this "
+            "model has a single z, so every pair would gain 0; use --strategy population"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    features = pool_features.float()
+    z = view.latents(context.features.float(), context.choices, context.mask, generator)
+    prepared = view.prepare_pool(features)
+    probs = view.pool_probs(z, prepared)[:, 0]  # (S, M)
+    scores = view.scores(strategy, z, prepared, generator)[0]  # (M,)
+    if strategy == "population":
+        gain = view.scores("population", z, prepared, generator)[0]
+    elif view.latent:
+        gain = mutual_information(probs)
+    else:
+        gain = binary_entropy(probs.mean(0))
+    gain = gain.clamp_min(0.0) + 0.0  # (M,); rounding can leave -0 where the answer is sure
+    prob_b = probs.mean(0)  # (M,)
+    order = torch.argsort(scores, descending=True, stable=True)[:k]
+    return [
+        Suggestion(pool[int(i)], float(prob_b[i]), float(gain[i]), rank)
+        for rank, i in enumerate(order.tolist(), start=1)
+    ]
 
 
 def check_policy(policy: Any, name: str) -> None:

@@ -7,7 +7,9 @@ fields are ignored):
   ``choice`` (the integer 0 or 1; 1 = ``response_b`` preferred, the pairs
   tables' ``choice_<k>`` convention, DESIGN.md §1);
 - candidate: ``prompt``, ``response`` (strings);
-- prompt: ``prompt`` (a string).
+- prompt: ``prompt`` (a string);
+- pool pair (``--suggest``): ``prompt``, ``response_a``, ``response_b``
+  (a ``choice``, if present, is ignored: it is what the user will be asked).
 
 Nothing here imports torch: the files are checked before any model loads.
 """
@@ -71,6 +73,26 @@ class PromptRecord:
 
     prompt: str
     line: int
+
+
+@dataclass(frozen=True)
+class PoolPair:
+    """A pair the user could be asked about next.
+
+    Attributes:
+        prompt: the prompt both responses answer.
+        response_a, response_b: the two responses to show.
+        line: the 1-based line of the file it came from.
+    """
+
+    prompt: str
+    response_a: str
+    response_b: str
+    line: int
+
+    def key(self) -> tuple[str, frozenset[str]]:
+        """What makes two pairs the same question: the prompt and the two responses, any order."""
+        return self.prompt, frozenset((self.response_a, self.response_b))
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -161,6 +183,15 @@ def _candidate(record: dict[str, Any], path: Path, line: int) -> Candidate:
     )
 
 
+def _pool_pair(record: dict[str, Any], path: Path, line: int) -> PoolPair:
+    return PoolPair(
+        prompt=_text(record, "prompt", path, line),
+        response_a=_text(record, "response_a", path, line),
+        response_b=_text(record, "response_b", path, line),
+        line=line,
+    )
+
+
 def _prompt(record: dict[str, Any], path: Path, line: int) -> PromptRecord:
     return PromptRecord(prompt=_text(record, "prompt", path, line), line=line)
 
@@ -191,6 +222,74 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
         InputError: naming the file, line and field at fault, or an empty file.
     """
     return _read(Path(path), _prompt, "no prompts (expected lines with a 'prompt' field)")
+
+
+def read_pool(path: str | Path) -> list[PoolPair]:
+    """Candidate pairs to ask about (at least one).
+
+    Raises:
+        InputError: naming the file, line and field at fault, or an empty pool.
+    """
+    expected = "the pool is empty (expected lines with 'prompt', 'response_a' and 'response_b')"
+    return _read(Path(path), _pool_pair, expected)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A pool pair left out of the suggestions, and why.
+
+    Attributes:
+        line: its line in the pool file.
+        reason: e.g. "already in the context (line 2)".
+    """
+
+    line: int
+    reason: str
+
+
+def usable_pool(
+    pool: list[PoolPair], context: list[ContextPair]
+) -> tuple[list[PoolPair], list[Skipped]]:
+    """The pool pairs worth scoring: not already answered in the context, each asked once.
+
+    A pair counts as the context's when its prompt and its two responses (in
+    either order) are those of a context pair; a repeat of an earlier pool
+    line is skipped too.
+
+    Returns:
+        The kept pairs in file order, and the skipped ones with the reason.
+    """
+    answered = {}
+    for pair in context:
+        answered.setdefault((pair.prompt, frozenset((pair.response_a, pair.response_b))), pair)
+    seen: dict[tuple[str, frozenset[str]], int] = {}
+    kept, skipped = [], []
+    for pair in pool:
+        key = pair.key()
+        if key in answered:
+            skipped.append(
+                Skipped(pair.line, f"already in the context (line {answered[key].line})")
+            )
+        elif key in seen:
+            skipped.append(Skipped(pair.line, f"repeats pool line {seen[key]}"))
+        else:
+            seen[key] = pair.line
+            kept.append(pair)
+    return kept, skipped
+
+
+def check_suggest_size(k: int, kept: int, skipped: int, path: str | Path) -> None:
+    """Refuse ``--suggest K`` when the pool holds fewer than K pairs to ask.
+
+    Raises:
+        InputError: ``k > kept``, naming the pool and how many pairs were skipped.
+    """
+    if k > kept:
+        also = f" ({skipped} more skipped: already in the context or repeated)" if skipped else ""
+        raise InputError(
+            f"--suggest {k}: the pool {path} holds only {kept} pair(s) that could be asked"
+            f"{also}; ask for at most {kept}, or add pairs to the pool"
+        )
 
 
 def check_context_size(

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from steerable_alignment.evaluation.generation import SamplingConfig
-from steerable_alignment.steering.core import ScoredCandidate
-from steerable_alignment.steering.inputs import PromptRecord
+from steerable_alignment.steering.core import ScoredCandidate, Suggestion
+from steerable_alignment.steering.inputs import PromptRecord, Skipped
 
 WIDTH = 100  # characters per line of the text report
 
@@ -156,4 +156,78 @@ def answers_text(
             _indent(p.prompt, f"[{number}] prompt: "),
             _indent(answer or "(empty answer)", "    answer: "),
         ]
+    return "\n".join(lines) + "\n"
+
+
+def suggestions_json(
+    info: RunInfo,
+    strategy: str,
+    pool_file: str,
+    pool_size: int,
+    skipped: Sequence[Skipped],
+    suggestions: Sequence[Suggestion],
+) -> str:
+    """The suggested pairs as JSON: run facts, the pool, one object per pair (best first)."""
+    return (
+        json.dumps(
+            {
+                "mode": "suggest",
+                **info.to_dict(),
+                "strategy": strategy,
+                "pool": {
+                    "file": pool_file,
+                    "pairs": pool_size,
+                    "skipped": [{"line": s.line, "reason": s.reason} for s in skipped],
+                },
+                "suggestions": [
+                    {
+                        "rank": s.rank,
+                        "line": s.pair.line,
+                        "prompt": s.pair.prompt,
+                        "response_a": s.pair.response_a,
+                        "response_b": s.pair.response_b,
+                        "prob_b": s.prob_b,
+                        "gain": s.gain,
+                    }
+                    for s in suggestions
+                ],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+
+
+def suggestions_text(
+    info: RunInfo,
+    strategy: str,
+    pool_file: str,
+    pool_size: int,
+    skipped: Sequence[Skipped],
+    suggestions: Sequence[Suggestion],
+    latent: bool,
+) -> str:
+    """The suggested pairs, best first: expected gain, predicted choice, the pair."""
+    if strategy == "population":
+        gain = "information about which training user this is"
+    else:
+        gain = "mutual information with z" if latent else "entropy of the predicted answer"
+    lines = [
+        f"Pairs worth asking next: {info.header()}",
+        f"strategy {strategy}; {len(suggestions)} of {pool_size} pool pair(s) from {pool_file}; "
+        f"gain = {gain} (nats)",
+    ]
+    for s in suggestions:
+        lines += [
+            "",
+            f"[{s.rank}] pool line {s.pair.line}: gain {s.gain:.3f} nats, "
+            f"P(b preferred) = {s.prob_b:.3f}",
+            _indent(s.pair.prompt, "    prompt: "),
+            _indent(s.pair.response_a, "    a: "),
+            _indent(s.pair.response_b, "    b: "),
+        ]
+    if skipped:
+        lines += ["", f"Skipped {len(skipped)} pool pair(s):"]
+        lines += [f"  line {s.line}: {s.reason}" for s in skipped]
     return "\n".join(lines) + "\n"

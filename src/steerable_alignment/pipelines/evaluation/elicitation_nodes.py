@@ -43,9 +43,23 @@ ACTIVE_COLUMNS = [
     "n_users",
     "n_clusters",
 ]
+VERSUS_COLUMNS = [
+    "dataset",
+    "model",
+    "strategy",
+    "objective",
+    "num_asked",
+    "num_random",
+    "accuracy",
+    "accuracy_random",
+    "accuracy_diff",
+    "accuracy_diff_se",
+    "n_users",
+]
 KEYS = {
     "strategies", "asked", "split", "pool_size", "users_per_objective", "num_targets",
-    "samples", "oracle", "threshold", "seed", "bootstrap", "batch_size",
+    "samples", "oracle", "threshold", "seed", "bootstrap", "batch_size", "versus_random",
+    "population",
 }  # fmt: skip
 
 
@@ -67,6 +81,9 @@ class ActiveElicitation:
     cluster_by: str
     bootstrap_seed: int
     batch_size: int
+    versus_random: tuple[tuple[int, int], ...] = ()
+    population_size: int = 256
+    population_seed: int = 0
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], dataset: str) -> ActiveElicitation:
@@ -97,6 +114,26 @@ class ActiveElicitation:
             raise ConfigError(
                 f"Parameter '{prefix}.split': train, validation or test, got {split!r}"
             )
+        versus = []
+        for entry in params.get("versus_random") or ():
+            if (
+                not isinstance(entry, list | tuple)
+                or len(entry) != 2
+                or any(isinstance(n, bool) or n not in asked for n in entry)
+            ):
+                raise ConfigError(
+                    f"Parameter '{prefix}.versus_random': pairs [pairs asked, random pairs] "
+                    f"of sizes in '{prefix}.asked' {sorted(set(asked))}, got {entry!r}"
+                )
+            versus.append((int(entry[0]), int(entry[1])))
+        population = params.get("population") or {}
+        unknown = sorted(set(population) - {"size", "seed"})
+        size = population.get("size", 256)
+        if unknown or isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            raise ConfigError(
+                f"Parameter '{prefix}.population': {{size: an integer >= 2, seed}}, got "
+                f"{population!r}"
+            )
         boot = params.get("bootstrap") or {}
         return cls(
             strategies=check_strategies(list(params.get("strategies", ())), f"{prefix}.strategies"),
@@ -113,6 +150,9 @@ class ActiveElicitation:
             cluster_by=str(boot.get("cluster_by", "pair")),
             bootstrap_seed=int(boot.get("seed", 0)),
             batch_size=int(params.get("batch_size", 256)),
+            versus_random=tuple(versus),
+            population_size=int(size),
+            population_seed=int(population.get("seed", 0)),
         )
 
 
@@ -160,7 +200,7 @@ def evaluate_active_elicitation(
     data: dict[str, Any],
     active: dict[str, Any],
     **reward_models: Any,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Accuracy on held-out targets after 0, 1, 2, ... asked pairs, per model and strategy.
 
     Args:
@@ -169,16 +209,25 @@ def evaluate_active_elicitation(
         reward_models: ``<variant>`` -> that NP-BTL reward model.
 
     Returns:
-        One row per (model, strategy, objective incl. ``all``, num_asked):
-        accuracy and NLL with bootstrap s.e. over the scored targets' clusters
-        (shared by every row), and the paired accuracy difference against
-        ``random`` for the same model.
+        The table: one row per (model, strategy, objective incl. ``all``,
+        num_asked): accuracy and NLL with bootstrap s.e. over the scored
+        targets' clusters (shared by every row), and the paired accuracy
+        difference against ``random`` for the same model. And the budget
+        comparison (``versus_random``: [n asked, m random]): each strategy
+        after n asked pairs minus ``random`` after m pairs, same model, users
+        and targets, paired, with its bootstrap s.e.
     """
     import torch
 
     from steerable_alignment.contracts import dataset_tensors, pool_clusters
     from steerable_alignment.evaluation.checks import check_trained_on
-    from steerable_alignment.evaluation.elicitation import BayesView, NPBTLView, elicit
+    from steerable_alignment.evaluation.elicitation import (
+        BayesView,
+        NPBTLView,
+        PopulationView,
+        elicit,
+        population_bank,
+    )
     from steerable_alignment.evaluation.metrics import (
         PoolBootstrap,
         metric_rows,
@@ -188,13 +237,28 @@ def evaluate_active_elicitation(
     name = data["name"]
     config = ActiveElicitation.from_params(active, name)
     objectives = list(data["objectives"])
+    split = dataset_tensors(pairs, features, data)
     views: dict[str, Any] = {}
     for variant, model in reward_models.items():
         check_trained_on(model, features, name)
-        views[variant] = NPBTLView(model, config.samples)
+        if "population" in config.strategies:
+            # the bank's contexts span the sizes the model was trained on (recorded when trained)
+            trained = (getattr(model, "trained_with", None) or {}).get("max_context")
+            trained = trained or max(1, *config.asked)
+            bank = population_bank(
+                model,
+                split.data.features.float(),
+                split.data.choices,
+                split.splits["train"],
+                config.population_size,
+                int(trained),
+                config.population_seed,
+            )
+            views[variant] = PopulationView(model, bank, config.samples)
+        else:
+            views[variant] = NPBTLView(model, config.samples)
     if config.oracle:
         views[ORACLE] = BayesView(config.threshold)
-    split = dataset_tensors(pairs, features, data)
     clusters = pool_clusters(pairs, features, data, config.cluster_by)
     pool, targets, objective = _pool_and_users(
         split.splits[config.split], clusters, len(objectives), config
@@ -205,11 +269,15 @@ def evaluate_active_elicitation(
     choices = split.data.choices[targets, objective.unsqueeze(1)]  # (B, T)
     bootstrap = PoolBootstrap.draw(clusters[targets], config.replicates, config.bootstrap_seed)
     steps = max(config.asked)
-    rows = []
+    rows, versus_rows = [], []
+    groups = [("all", users >= 0)] + [(k, objective == i) for i, k in enumerate(objectives)]
     for model_name, view in views.items():
         dtype = torch.float64 if model_name == ORACLE else torch.float32
         probs_by_strategy = {}
         for strategy in config.strategies:
+            if strategy == "population" and model_name == ORACLE:
+                logger.info("%s: the oracle's 'information' already knows the population", name)
+                continue
             if strategy == "information" and not getattr(view, "latent", True):
                 logger.info(
                     "%s: %s has one z: 'information' needs a latent model, skipped",
@@ -233,9 +301,7 @@ def evaluate_active_elicitation(
             table = metric_rows(probs, choices, objective, objectives, bootstrap)
             diffs = {}
             if "random" in probs_by_strategy and strategy != "random":
-                for group, keep in [("all", users >= 0)] + [
-                    (k, objective == i) for i, k in enumerate(objectives)
-                ]:
+                for group, keep in groups:
                     for row in paired_difference_rows(
                         probs, probs_by_strategy["random"], choices, keep, bootstrap
                     ):
@@ -259,6 +325,11 @@ def evaluate_active_elicitation(
                         "n_clusters": row["n_clusters"],
                     }
                 )
+            if "random" in probs_by_strategy and strategy != "random":
+                labels = {"dataset": name, "model": model_name, "strategy": strategy}
+                versus_rows += _versus_random_rows(
+                    labels, probs, probs_by_strategy["random"], choices, groups, bootstrap, config
+                )
     logger.info(
         "%s: %d users asked up to %d pairs from a pool of %d; %d targets each",
         name, len(objective), steps, len(pool), config.num_targets,
@@ -266,11 +337,47 @@ def evaluate_active_elicitation(
     table = pd.DataFrame(rows, columns=ACTIVE_COLUMNS)
     for column in ("num_asked", "n_users", "n_clusters"):
         table[column] = table[column].astype("int64")
-    return table.sort_values(["model", "strategy", "objective", "num_asked"], ignore_index=True)
+    versus = pd.DataFrame(versus_rows, columns=VERSUS_COLUMNS)
+    for column in ("num_asked", "num_random", "n_users"):
+        versus[column] = versus[column].astype("int64")
+    order = ["model", "strategy", "objective", "num_asked"]
+    return (
+        table.sort_values(order, ignore_index=True),
+        versus.sort_values([*order, "num_random"], ignore_index=True),
+    )
+
+
+def _versus_random_rows(labels, probs, random_probs, choices, groups, bootstrap, config):
+    """Rows of the budget comparison: n asked pairs vs m random ones, per objective group."""
+    from steerable_alignment.episodes.scoring import score_targets
+    from steerable_alignment.evaluation.metrics import paired_difference_rows
+
+    rows = []
+    for asked, randomly in config.versus_random:
+        for group, keep in groups:
+            (diff,) = paired_difference_rows(
+                {0: probs[asked]}, {0: random_probs[randomly]}, choices, keep, bootstrap
+            )
+            correct, _ = score_targets(probs[asked], choices)
+            correct_random, _ = score_targets(random_probs[randomly], choices)
+            rows.append(
+                {
+                    **labels,
+                    "objective": group,
+                    "num_asked": asked,
+                    "num_random": randomly,
+                    "accuracy": float(correct[keep].mean()),
+                    "accuracy_random": float(correct_random[keep].mean()),
+                    "accuracy_diff": diff["accuracy_diff"],
+                    "accuracy_diff_se": diff["accuracy_diff_se"],
+                    "n_users": diff["n_episodes"],
+                }
+            )
+    return rows
 
 
 def concat_active_elicitation(*tables: pd.DataFrame) -> pd.DataFrame:
-    """Every data set's active-elicitation table in one (``active_elicitation``)."""
+    """Every data set's table in one (``active_elicitation``, ``active_versus_random``)."""
     return pd.concat(tables, ignore_index=True)
 
 
@@ -283,7 +390,12 @@ def plot_active_elicitation(active_elicitation: pd.DataFrame) -> Any:
     table = active_elicitation[active_elicitation["objective"] == "all"]
     datasets = sorted(table["dataset"].unique())
     fig = make_subplots(rows=1, cols=len(datasets), subplot_titles=datasets, shared_yaxes=True)
-    dashes = {"random": "dot", "uncertainty": "dash", "information": "solid"}
+    dashes = {
+        "random": "dot",
+        "uncertainty": "dash",
+        "information": "solid",
+        "population": "dashdot",
+    }
     colours: dict[str, str] = {}
     shown: set[str] = set()
     for col, dataset in enumerate(datasets, start=1):
@@ -319,7 +431,7 @@ def active_elicitation_pipeline(variants: Mapping[str, tuple[str, ...]]) -> Pipe
                 "active": f"params:active_elicitation.{dataset}",
                 **{v: f"{dataset}.{v}.reward_model" for v in variants[dataset]},
             },
-            outputs=f"{dataset}_active_elicitation",
+            outputs=[f"{dataset}_active_elicitation", f"{dataset}_active_versus_random"],
             name="evaluate_active_elicitation",
         )
         for dataset in variants
@@ -331,6 +443,12 @@ def active_elicitation_pipeline(variants: Mapping[str, tuple[str, ...]]) -> Pipe
             inputs=[f"{d}_active_elicitation" for d in datasets],
             outputs="active_elicitation",
             name="concat_active_elicitation",
+        ),
+        node(
+            concat_active_elicitation,
+            inputs=[f"{d}_active_versus_random" for d in datasets],
+            outputs="active_versus_random",
+            name="concat_active_versus_random",
         ),
         node(
             plot_active_elicitation,

@@ -21,6 +21,7 @@ TITLE_SYNTHETIC = "Synthetic benchmark"
 TITLE_ULTRAFEEDBACK = "UltraFeedback reward models"
 TITLE_DPO = "DPO policies"
 TITLE_GENERATION = "Generation and steering"
+TITLE_ELICITATION = "Active elicitation"
 #: The judge markers shown in the report's table (all are in generation_markers).
 SHOWN_MARKERS = ("calibrated_hedge", "uncertainty_admission", "concrete_steps", "direct_opening")
 INTRO = (
@@ -421,6 +422,75 @@ def _generation_section(
     return Section(title, tuple(blocks))
 
 
+def _elicitation_section(
+    active: pd.DataFrame | None, versus: pd.DataFrame | None, chart: Any
+) -> Section:
+    """Accuracy after each asked pair per strategy, and asking well vs asking more."""
+    title = TITLE_ELICITATION
+    blocks: list[Block] = [
+        Text(
+            "Simulated new users are asked pairs one at a time from a pool of test pairs "
+            "(never the prompts of their scored targets); after each answer the NP-BTL model, "
+            "conditioned on the answers so far, predicts the users' held-out targets. "
+            "Strategies: random; uncertainty (predicted choice closest to ½); information "
+            "(expected information gain about the user latent; latent models). On the "
+            "synthetic task bayes_optimal · information is the Bayes-optimal active policy. "
+            "Column headers are the number of pairs asked. `python -m steerable_alignment.steer "
+            "--suggest K --pool FILE` asks a real user the same way (docs/steer.md)."
+        )
+    ]
+    if active is None or active.empty:
+        return Section(title, (*blocks, Text("No active-elicitation rows.")))
+    table = active.rename(columns={"num_asked": "num_context"})
+    pooled = table[table["objective"] == "all"]
+    blocks.append(
+        Table(
+            "Held-out accuracy (%) after each asked pair, all users pooled",
+            mean_se_by_context(
+                pooled, ["dataset", "model", "strategy"], "accuracy", "accuracy_se_bootstrap"
+            ),
+            note=f"{_count_range(pooled, 'n_users')} users per row; ± resamples the targets' "
+            "pairs (synthetic) or prompts (UltraFeedback).",
+        )
+    )
+    paired = pooled.dropna(subset=["accuracy_diff_vs_random"])
+    if len(paired):
+        blocks.append(
+            Table(
+                "Paired difference vs random pairs, same model (accuracy points)",
+                mean_se_by_context(
+                    paired,
+                    ["dataset", "model", "strategy"],
+                    "accuracy_diff_vs_random",
+                    "accuracy_diff_vs_random_se",
+                    signed=True,
+                ),
+                note="Same users, pools and targets for both strategies; paired bootstrap s.e.",
+            )
+        )
+    if chart is not None:
+        blocks.append(Chart("Accuracy after each asked pair", chart))
+    if versus is not None and len(versus):
+        shown = versus.copy()
+        for column in ("accuracy", "accuracy_random"):
+            shown[column] = (100 * shown[column]).map(lambda v: f"{v:.1f}")
+        shown["asked minus random (points)"] = [
+            f"{100 * d:+.1f} ± {100 * e:.1f}"
+            for d, e in zip(versus["accuracy_diff"], versus["accuracy_diff_se"], strict=True)
+        ]
+        columns = ["dataset", "model", "strategy", "objective", "num_asked", "num_random"]
+        blocks.append(
+            Table(
+                "Asking well vs asking more: n asked pairs minus m random pairs",
+                shown[[*columns, "accuracy", "accuracy_random", "asked minus random (points)"]],
+                note="accuracy (%) after num_asked pairs chosen by the strategy and after "
+                "num_random random pairs, same model, users and targets; paired bootstrap s.e.",
+            )
+        )
+    blocks += [Table("Active elicitation: all rows", active, collapsed=True)]
+    return Section(title, tuple(blocks))
+
+
 #: Argument names of each input group (pipelines/report/pipeline.py wires them).
 GROUP_KEYS = {
     "reward": ("reward_metrics", "reward_comparisons")
@@ -437,11 +507,13 @@ GROUP_KEYS = {
         "steering_continuum",
         "steering_continuum_chart",
     ),
+    "elicitation": ("active_elicitation", "active_versus_random", "active_elicitation_chart"),
 }
 SECTION_TITLES = {
     "reward": (TITLE_SYNTHETIC, TITLE_ULTRAFEEDBACK),
     "dpo": (TITLE_DPO,),
     "generation": (TITLE_GENERATION,),
+    "elicitation": (TITLE_ELICITATION,),
 }
 
 
@@ -485,6 +557,14 @@ def build_report(report: dict[str, Any], **artefacts: Any) -> str:
         elif group == "dpo":
             sections.append(
                 _dpo_section(get("dpo_metrics"), get("dpo_comparisons"), get("dpo_accuracy_chart"))
+            )
+        elif group == "elicitation":
+            sections.append(
+                _elicitation_section(
+                    get("active_elicitation"),
+                    get("active_versus_random"),
+                    get("active_elicitation_chart"),
+                )
             )
         else:
             sections.append(

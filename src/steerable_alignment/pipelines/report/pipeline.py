@@ -45,13 +45,20 @@ GENERATION_INPUTS: dict[str, str] = {
     "steering_continuum": "steering_continuum",
     "steering_continuum_chart": "steering_continuum_chart",
 }
+#: ``evaluation`` pipeline: active elicitation (issue 15).
+ELICITATION_INPUTS: dict[str, str] = {
+    "active_elicitation": "active_elicitation",
+    "active_versus_random": "active_versus_random",
+    "active_elicitation_chart": "active_elicitation_chart",
+}
 INPUT_GROUPS: dict[str, dict[str, str]] = {
     "reward": REWARD_INPUTS,
     "dpo": DPO_INPUTS,
     "generation": GENERATION_INPUTS,
+    "elicitation": ELICITATION_INPUTS,
 }
 #: The groups of the registered ``report`` pipeline.
-DEFAULT_GROUPS: tuple[str, ...] = ("reward", "dpo", "generation")
+DEFAULT_GROUPS: tuple[str, ...] = ("reward", "dpo", "generation", "elicitation")
 
 
 def create_pipeline(groups: Sequence[str] = DEFAULT_GROUPS, **kwargs) -> Pipeline:
