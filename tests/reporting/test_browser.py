@@ -71,7 +71,7 @@ def report_file(tmp_path_factory):
 
 def test_the_report_renders_every_chart_without_script_errors(report_file, tmp_path):
     expected = CHART_START.findall(report_file.read_text(encoding="utf-8"))
-    assert len(expected) == 7
+    assert len(expected) == 8  # the seven result charts and active elicitation
     dom, console = open_in_chromium(report_file, tmp_path / "profile")
     assert not console, "\n".join(console)
     charts = charts_in(dom)
