@@ -54,9 +54,10 @@ EXIT_ERROR = 1
 def requirements(dataset: str, mode: str) -> list[str]:
     """Catalog entries ``mode`` (``score``, ``suggest``, ``generate``) needs, in making order.
 
-    The pairs and features are not read (context texts are embedded here) but
-    the models cannot exist without them, so a missing one names the first
-    pipeline to run.
+    The context texts are embedded here, so the pairs and features are read
+    only by ``--suggest`` with ``population`` (its bank of training users);
+    the models cannot exist without them either, so a missing one names the
+    first pipeline to run.
     """
     needed = [f"{dataset}.pairs", f"{dataset}.features"]
     if mode in ("score", "suggest"):
