@@ -377,7 +377,7 @@ def suggest_pairs(
     probs = view.pool_probs(z, prepared)[:, 0]  # (S, M)
     scores = view.scores(strategy, z, prepared, generator)[0]  # (M,)
     if strategy == "population":
-        gain = view.scores("population", z, prepared, generator)[0]
+        gain = scores  # the strategy's own score is the gain (no second pass)
     elif view.latent:
         gain = mutual_information(probs)
     else:

@@ -62,29 +62,29 @@ def _indent(text: str, prefix: str) -> str:
     )
 
 
+def _json(document: dict[str, Any]) -> str:
+    """One indented JSON document, non-ASCII kept, with a final newline."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
 def scores_json(info: RunInfo, scored: Sequence[ScoredCandidate]) -> str:
     """The scores as JSON: run facts and one object per candidate (ranked within prompts)."""
-    return (
-        json.dumps(
-            {
-                "mode": "score",
-                **info.to_dict(),
-                "candidates": [
-                    {
-                        "line": s.candidate.line,
-                        "prompt": s.candidate.prompt,
-                        "response": s.candidate.response,
-                        "reward": s.reward,
-                        "reward_no_context": s.reward_no_context,
-                        "rank": s.rank,
-                    }
-                    for s in scored
-                ],
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n"
+    return _json(
+        {
+            "mode": "score",
+            **info.to_dict(),
+            "candidates": [
+                {
+                    "line": s.candidate.line,
+                    "prompt": s.candidate.prompt,
+                    "response": s.candidate.response,
+                    "reward": s.reward,
+                    "reward_no_context": s.reward_no_context,
+                    "rank": s.rank,
+                }
+                for s in scored
+            ],
+        }
     )
 
 
@@ -110,28 +110,23 @@ def answers_json(
     info: RunInfo, options: SamplingConfig, prompts: Sequence[PromptRecord], answers: list[str]
 ) -> str:
     """The answers as JSON: run facts, sampling settings, one object per prompt."""
-    return (
-        json.dumps(
-            {
-                "mode": "generate",
-                **info.to_dict(),
-                "generation": {
-                    "max_new_tokens": options.max_new_tokens,
-                    "temperature": options.temperature,
-                    "top_p": options.top_p,
-                    "top_k": options.top_k,
-                    "repetition_penalty": options.repetition_penalty,
-                    "seed": options.seed,
-                },
-                "answers": [
-                    {"line": p.line, "prompt": p.prompt, "response": a}
-                    for p, a in zip(prompts, answers, strict=True)
-                ],
+    return _json(
+        {
+            "mode": "generate",
+            **info.to_dict(),
+            "generation": {
+                "max_new_tokens": options.max_new_tokens,
+                "temperature": options.temperature,
+                "top_p": options.top_p,
+                "top_k": options.top_k,
+                "repetition_penalty": options.repetition_penalty,
+                "seed": options.seed,
             },
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n"
+            "answers": [
+                {"line": p.line, "prompt": p.prompt, "response": a}
+                for p, a in zip(prompts, answers, strict=True)
+            ],
+        }
     )
 
 
@@ -168,34 +163,29 @@ def suggestions_json(
     suggestions: Sequence[Suggestion],
 ) -> str:
     """The suggested pairs as JSON: run facts, the pool, one object per pair (best first)."""
-    return (
-        json.dumps(
-            {
-                "mode": "suggest",
-                **info.to_dict(),
-                "strategy": strategy,
-                "pool": {
-                    "file": pool_file,
-                    "pairs": pool_size,
-                    "skipped": [{"line": s.line, "reason": s.reason} for s in skipped],
-                },
-                "suggestions": [
-                    {
-                        "rank": s.rank,
-                        "line": s.pair.line,
-                        "prompt": s.pair.prompt,
-                        "response_a": s.pair.response_a,
-                        "response_b": s.pair.response_b,
-                        "prob_b": s.prob_b,
-                        "gain": s.gain,
-                    }
-                    for s in suggestions
-                ],
+    return _json(
+        {
+            "mode": "suggest",
+            **info.to_dict(),
+            "strategy": strategy,
+            "pool": {
+                "file": pool_file,
+                "pairs": pool_size,
+                "skipped": [{"line": s.line, "reason": s.reason} for s in skipped],
             },
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n"
+            "suggestions": [
+                {
+                    "rank": s.rank,
+                    "line": s.pair.line,
+                    "prompt": s.pair.prompt,
+                    "response_a": s.pair.response_a,
+                    "response_b": s.pair.response_b,
+                    "prob_b": s.prob_b,
+                    "gain": s.gain,
+                }
+                for s in suggestions
+            ],
+        }
     )
 
 
