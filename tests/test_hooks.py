@@ -146,3 +146,49 @@ def test_the_gpu_environment_without_cuda_stops_before_anything_loads(tmp_path, 
     assert "ask for CUDA but this machine has none" in message
     assert "embedding.hh.device" in message and "--params embedding.hh.device=cpu" in message
     assert not any((root / "data").rglob("*.safetensors"))  # nothing was made
+    from mlflow.tracking import MlflowClient
+
+    # the check runs before kedro-mlflow starts a run: the store has none, none is left open
+    client = MlflowClient(tracking_uri=f"sqlite:///{root.as_posix()}/mlflow.db")
+    experiment = client.get_experiment_by_name("steerable_alignment")
+    assert experiment is not None and client.search_runs([experiment.experiment_id]) == []
+    import mlflow
+
+    assert mlflow.active_run() is None
+
+
+def test_a_relative_sqlite_store_is_anchored_at_the_project(tmp_path):
+    from steerable_alignment.hooks import resolve_tracking_uri
+
+    conf = {"server": {"mlflow_tracking_uri": "sqlite:///mlflow.db"}, "tracking": {"x": 1}}
+    resolved = resolve_tracking_uri(conf, tmp_path)
+    assert resolved["server"]["mlflow_tracking_uri"] == f"sqlite:///{tmp_path.as_posix()}/mlflow.db"
+    assert resolved["tracking"] == {"x": 1}
+    assert conf["server"]["mlflow_tracking_uri"] == "sqlite:///mlflow.db"  # not changed in place
+    for kept in ("sqlite:////srv/mlflow.db", "http://tracking:5000", None):
+        conf = {"server": {"mlflow_tracking_uri": kept}}
+        assert resolve_tracking_uri(conf, tmp_path)["server"]["mlflow_tracking_uri"] == kept
+    conf = {"server": {"mlflow_tracking_uri": "sqlite:///mlflow.db"}}
+    user = "http://tracking:5000"  # the MLFLOW_TRACKING_URI the process started with
+    assert resolve_tracking_uri(conf, tmp_path, user)["server"]["mlflow_tracking_uri"] is None
+
+
+def test_saved_location_of_plain_and_versioned_datasets(tmp_path):
+    import torch
+    from kedro.io import Version
+    from kedro_datasets.pandas import ParquetDataset
+
+    from steerable_alignment.datasets import TensorDictDataset
+    from steerable_alignment.hooks import saved_location
+
+    plain = ParquetDataset(filepath=str(tmp_path / "t.parquet"))
+    assert saved_location(plain) == {"path": str(tmp_path / "t.parquet"), "version": None}
+    versioned = TensorDictDataset(
+        filepath=str(tmp_path / "w.safetensors"), version=Version(None, "2026-12-02T10.00.00.000Z")
+    )
+    versioned.save({"a": torch.zeros(2)})
+    location = saved_location(versioned)
+    assert location["version"] == "2026-12-02T10.00.00.000Z"
+    path = tmp_path / "w.safetensors" / location["version"] / "w.safetensors"
+    assert location["path"] == str(path) and path.is_file()
+    assert saved_location(MemoryDataset()) is None

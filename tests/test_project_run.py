@@ -87,6 +87,44 @@ def test_the_default_run_trains_the_policies_steers_them_and_writes_the_report(p
     assert "Steering gap" in report and "plotly" in report
 
 
+def test_each_session_run_is_one_finished_mlflow_run_with_headlines_and_artefacts(project_run):
+    """kedro-mlflow records each run in the project's sqlite store (conf/base/mlflow.yml);
+    TrackingHook adds the headline numbers of the metrics tables and artefacts.json."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    root, _ = project_run
+    assert (root / "mlflow.db").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{root.as_posix()}/mlflow.db")
+    experiment = client.get_experiment_by_name("steerable_alignment")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert {"ultrafeedback", "__default__"} <= set(runs)  # two sessions, two runs
+    run = runs["__default__"]
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["reward_modelling.synthetic.nppl.training.seed"] == "0"  # flattened node params
+    first = runs["ultrafeedback"]  # its own parameters only, not the later run's
+    assert first.info.status == "FINISHED" and "ultrafeedback.source.kind" in first.data.params
+    assert not any(p.startswith("reward_modelling.") for p in first.data.params)
+    metrics = run.data.metrics
+    table = pd.read_parquet(root / "data/08_reporting/hh/reward_metrics.parquet")
+    row = table.iloc[0]
+    name = (
+        f"hh_reward_metrics/model:{row['model']}/objective:{row['objective']}"
+        f"/num_context:{row['num_context']}/accuracy"
+    )
+    assert metrics[name] == pytest.approx(row["accuracy"])
+    for prefix in ("synthetic_reward_metrics/", "hh_dpo_metrics/", "steering_gap/", "hh_active_"):
+        assert any(m.startswith(prefix) for m in metrics), prefix
+    artefacts = json.loads(
+        (Path(run.info.artifact_uri.removeprefix("file://")) / "artefacts.json").read_text()
+    )
+    model = artefacts["synthetic.nppl.reward_model"]
+    assert Path(model["path"]).is_file() and model["version"] in model["path"]
+    policy = artefacts["hh.nppl_mixed.policy"]
+    assert policy["path"] == str(root / "data/06_models/hh/nppl_mixed/policy")
+
+
 def test_every_registered_pipeline_name_runs_in_a_session(project_run):
     """`kedro run --pipeline <name>` for every registered name, as Kedro loads it selectively.
 
@@ -175,3 +213,5 @@ def test_notebook_executes(project_run, notebook, monkeypatch):
     ).execute()
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # its session's tracking store is the project's, not one in the notebook's folder
+    assert not (root / "notebooks" / "mlflow.db").exists()

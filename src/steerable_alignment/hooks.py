@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 from typing import Any
 
@@ -61,7 +62,8 @@ class CudaAvailableHook:
     Only the parameters the run's nodes read are checked.
     """
 
-    @hook_impl
+    # tryfirst: before kedro-mlflow starts a run, so a run stopped here records none.
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         names = sorted(
             n.removeprefix("params:") for n in pipeline.inputs() if n.startswith("params:")
@@ -99,7 +101,8 @@ class MissingInputsHook:
     registered pipeline that produces it.
     """
 
-    @hook_impl
+    # tryfirst: before kedro-mlflow starts a run, so a run stopped here records none.
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         names = sorted(pipeline.inputs())
         missing = missing_datasets(
@@ -153,3 +156,136 @@ def _producer_hint(
             "without --namespaces first"
         )
     return f"made by `kedro run --pipeline {producers[0]}`"
+
+
+# The user's MLFLOW_TRACKING_URI, read before MLflow runs: mlflow.set_tracking_uri()
+# writes the variable itself, which a later session in the process must not take
+# for the user's choice.
+_USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def resolve_tracking_uri(
+    conf: dict[str, Any], project_path: Any, user_uri: str | None = None
+) -> dict[str, Any]:
+    """``mlflow.yml`` with a relative ``sqlite:///`` store made absolute against the project.
+
+    kedro-mlflow anchors relative *paths* at the project root but passes URIs
+    through, so ``sqlite:///mlflow.db`` would land in whichever folder kedro
+    was started from (``notebooks/`` for a notebook). ``user_uri`` (the
+    ``MLFLOW_TRACKING_URI`` the process started with) wins over the file, as
+    MLflow users expect.
+    """
+    from pathlib import Path
+
+    server = dict(conf.get("server") or {})
+    uri = server.get("mlflow_tracking_uri")
+    if user_uri:
+        server["mlflow_tracking_uri"] = None  # kedro-mlflow then reads the variable
+    elif (
+        isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////")
+    ):
+        path = Path(project_path) / uri.removeprefix("sqlite:///")
+        server["mlflow_tracking_uri"] = f"sqlite:///{path.as_posix()}"
+    return {**conf, "server": server}
+
+
+def saved_location(dataset: Any) -> dict[str, Any] | None:
+    """Where a catalog data set wrote its data: ``{"path", "version"}``; ``None`` if not a file."""
+    from kedro.io.core import AbstractVersionedDataset
+
+    filepath = getattr(dataset, "_filepath", None)
+    if filepath is None:
+        return None
+    if isinstance(dataset, AbstractVersionedDataset) and getattr(dataset, "_version", None):
+        version = dataset.resolve_save_version()
+        return {"path": str(dataset._get_versioned_path(version)), "version": version}
+    return {"path": str(filepath), "version": None}
+
+
+class TrackingHook:
+    """What a kedro-mlflow run records beside the parameters (conf/base/parameters_tracking.yml).
+
+    - the headline numbers of each metrics table named in ``tracking.headline``,
+      as MLflow metrics, when the table is saved;
+    - ``artefacts.json``: every data set the run saved, with its path and version.
+
+    It does nothing when no MLflow run is active (kedro-mlflow disabled for the
+    pipeline, or not installed), and never imports MLflow itself.
+    """
+
+    def __init__(self) -> None:
+        self._catalog: Any = None
+        self._specs: dict[str, Any] = {}
+        self._saved: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def _mlflow() -> Any:
+        import sys
+
+        mlflow = sys.modules.get("mlflow")  # loaded by kedro-mlflow, if it runs
+        return mlflow if mlflow is not None and mlflow.active_run() is not None else None
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        from kedro.config import MissingConfigException
+
+        loader = context.config_loader
+        if "mlflow" not in loader.config_patterns:
+            return
+        try:
+            conf = loader["mlflow"]
+        except MissingConfigException:
+            return
+        project = context.project_path
+        loader["mlflow"] = resolve_tracking_uri(dict(conf), project, _USER_TRACKING_URI)
+
+    # tryfirst: before kedro-mlflow starts a run, so a run stopped here records none.
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        from steerable_alignment.reporting.headline import headline_specs
+
+        self._catalog, self._saved = catalog, {}
+        try:
+            block = catalog.load("params:tracking")
+        except DatasetError:
+            block = {}
+        self._specs = headline_specs((block or {}).get("headline"))
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        mlflow = self._mlflow()
+        if mlflow is None or self._catalog is None:
+            return
+        import fnmatch
+
+        import pandas as pd
+
+        from steerable_alignment.reporting.headline import headline_metrics
+
+        location = saved_location(self._catalog.get(dataset_name))
+        if location is not None:
+            self._saved[dataset_name] = {**location, "node": node.name}
+        specs = [s for p, s in self._specs.items() if fnmatch.fnmatchcase(dataset_name, p)]
+        if specs and isinstance(data, pd.DataFrame):
+            try:
+                metrics = headline_metrics(data, dataset_name, specs[0])
+            except ValueError as error:  # the table is saved; tracking never fails a run
+                logger.warning("No headline metrics for %s: %s", dataset_name, error)
+                return
+            mlflow.log_metrics(metrics)
+            logger.info("Logged %d headline metrics of %s to MLflow", len(metrics), dataset_name)
+
+    def _log_artefacts(self) -> None:
+        mlflow = self._mlflow()
+        if mlflow is not None and self._saved:
+            mlflow.log_dict(dict(sorted(self._saved.items())), "artefacts.json")
+
+    @hook_impl(tryfirst=True)
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._log_artefacts()  # before kedro-mlflow ends the run
+
+    @hook_impl(tryfirst=True)
+    def on_pipeline_error(
+        self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any
+    ) -> None:
+        self._log_artefacts()  # what was saved before the failure
