@@ -172,7 +172,7 @@ def main() -> None:
         + (f" --steps {args.steps}" if args.steps else "")
         + f" --variants {' '.join(args.variants)}"
         + (f" --out {args.out.relative_to(ROOT)}" if args.out.is_relative_to(ROOT) else "")
-        + "`. Validation episodes: {args.episodes} per "
+        + f"`. Validation episodes: {args.episodes} per "
         f"user, {evaluation['num_targets']} targets each, the same for every model and the "
         "Bayes oracle; ± is the paired bootstrap s.e. over validation pairs (1,000 "
         "replicates). One training seed (0). Gaps are model − Bayes: accuracy in points "
