@@ -221,3 +221,49 @@ def test_the_population_loop_never_asks_a_pair_twice_and_the_bank_has_its_size()
                     6, seed=0)  # fmt: skip
     for row in result.asked:
         assert len(set(row.tolist())) == 6
+
+
+def _latent_view(**kwargs) -> NPBTLView:
+    config = RewardModelConfig.from_params(
+        {"type": "nppl_latent", "input_dim": 3, "hidden_dim": 8, "latent_dim": 4, "num_heads": 2}
+    )
+    torch.manual_seed(0)
+    return NPBTLView(build_model(config), samples=6, **kwargs)
+
+
+def test_the_shortlist_scores_the_most_uncertain_unasked_pairs_with_the_exact_gain():
+    exact, short = _latent_view(), _latent_view(shortlist=3, budget=64)  # budget: chunks of users
+    g = torch.Generator().manual_seed(3)
+    pool = torch.randn(9, 2, 3, generator=g)
+    context = (torch.randn(5, 2, 2, 3, generator=g), torch.randint(0, 2, (5, 2), generator=g))
+    z = exact.latents(*context, torch.ones(5, 2, dtype=torch.bool), g)  # (S, B, Z')
+    asked = torch.zeros(5, 9, dtype=torch.bool)
+    asked[:, 0] = asked[1, 4] = True
+    full = exact.scores("information", z, pool, g)  # (B, M)
+    scores = short.scores("information", z, pool, g, asked)
+    at_mean = exact.pool_probs(z.mean(0, keepdim=True), pool)[0]
+    for user in range(5):
+        closeness = (at_mean[user] - 0.5).abs().masked_fill(asked[user], math.inf)
+        listed = set(closeness.argsort()[:3].tolist())
+        kept = torch.isfinite(scores[user]).nonzero().flatten().tolist()
+        assert set(kept) == listed and not asked[user, kept].any()
+        assert torch.allclose(scores[user, kept], full[user, kept], atol=1e-6)
+    # a shortlist as long as the pool is the exact strategy
+    assert torch.equal(_latent_view(shortlist=9).scores("information", z, pool, g), full)
+
+
+def test_the_shortlisted_loop_never_asks_a_pair_twice():
+    view = _latent_view(shortlist=2)
+    g = torch.Generator().manual_seed(4)
+    pool = torch.randn(6, 2, 3, generator=g)
+    choices = torch.randint(0, 2, (4, 6), generator=g)
+    result = elicit(view, pool, choices, torch.randn(4, 3, 2, 3, generator=g), "information",
+                    6, seed=0)  # fmt: skip
+    for row in result.asked:
+        assert sorted(row.tolist()) == list(range(6))
+
+
+@pytest.mark.parametrize("bad", [0, -3, True])
+def test_a_bad_shortlist_is_refused(bad):
+    with pytest.raises(ConfigError, match="shortlist"):
+        _latent_view(shortlist=bad)

@@ -221,3 +221,24 @@ def test_deterministic_path_feeds_the_decoder_beside_the_sampled_latent():
     out = model.loss(batch)
     out.loss.mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("model_type", ["nppl", "nppl_latent"])
+def test_rewards_from_encoded_options_match_the_full_forward_with_and_without_gradients(
+    model_type,
+):
+    config = RewardModelConfig.from_params(
+        {"type": model_type, "input_dim": 3, "hidden_dim": 8, "latent_dim": 4, "num_heads": 2}
+    )
+    torch.manual_seed(0)
+    model = build_model(config)
+    options = torch.randn(1, 5, 3)  # (1, M, D)
+    z = torch.randn(2, 4, config.latent_dim * (2 if model_type == "nppl_latent" else 1))
+    full = model.reward(options.expand(4, -1, -1), z)  # (S, B, M)
+    encoded = model.encode_options(options)
+    with_grad = model.reward_from_encoded(encoded, z)
+    with torch.no_grad():  # the in-place inference path
+        without = model.reward_from_encoded(encoded, z)
+    assert torch.allclose(with_grad, full, atol=1e-6) and torch.equal(with_grad.detach(), without)
+    with_grad.sum().backward()
+    assert model.reward_head[0].weight.grad is not None

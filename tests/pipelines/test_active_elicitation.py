@@ -118,6 +118,7 @@ def test_the_chart_and_the_concatenation(table):
         ({"versus_random": [[2, 4]]}, r"versus_random': pairs \[pairs asked, random pairs\]"),
         ({"versus_random": [2, 5]}, r"versus_random'.*got 2"),
         ({"population": {"size": 1}}, r"population': \{size: an integer >= 2, seed\}"),
+        ({"shortlist": 0}, r"shortlist': a positive integer .* or null"),
     ],
 )
 def test_bad_parameters_fail_before_any_work(tiny_synthetic, changes, needle):

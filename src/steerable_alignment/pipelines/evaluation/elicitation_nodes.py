@@ -59,7 +59,7 @@ VERSUS_COLUMNS = [
 KEYS = {
     "strategies", "asked", "split", "pool_size", "users_per_objective", "num_targets",
     "samples", "oracle", "threshold", "seed", "bootstrap", "batch_size", "versus_random",
-    "population",
+    "population", "shortlist",
 }  # fmt: skip
 
 
@@ -84,6 +84,7 @@ class ActiveElicitation:
     versus_random: tuple[tuple[int, int], ...] = ()
     population_size: int = 256
     population_seed: int = 0
+    shortlist: int | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], dataset: str) -> ActiveElicitation:
@@ -134,6 +135,14 @@ class ActiveElicitation:
                 f"Parameter '{prefix}.population': {{size: an integer >= 2, seed}}, got "
                 f"{population!r}"
             )
+        shortlist = params.get("shortlist")
+        if shortlist is not None and (
+            isinstance(shortlist, bool) or not isinstance(shortlist, int) or shortlist <= 0
+        ):
+            raise ConfigError(
+                f"Parameter '{prefix}.shortlist': a positive integer (pairs scored by "
+                f"'information') or null (every pool pair), got {shortlist!r}"
+            )
         boot = params.get("bootstrap") or {}
         return cls(
             strategies=check_strategies(list(params.get("strategies", ())), f"{prefix}.strategies"),
@@ -153,6 +162,7 @@ class ActiveElicitation:
             versus_random=tuple(versus),
             population_size=int(size),
             population_seed=int(population.get("seed", 0)),
+            shortlist=shortlist,
         )
 
 
@@ -254,9 +264,9 @@ def evaluate_active_elicitation(
                 int(trained),
                 config.population_seed,
             )
-            views[variant] = PopulationView(model, bank, config.samples)
+            views[variant] = PopulationView(model, bank, config.samples, shortlist=config.shortlist)
         else:
-            views[variant] = NPBTLView(model, config.samples)
+            views[variant] = NPBTLView(model, config.samples, shortlist=config.shortlist)
     if config.oracle:
         views[ORACLE] = BayesView(config.threshold)
     clusters = pool_clusters(pairs, features, data, config.cluster_by)
