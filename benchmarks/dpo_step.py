@@ -148,8 +148,8 @@ def _load(setup: Setup):
 
 def _sequences(setup: Setup, tokenizer):
     """Chosen and rejected :class:`SequenceBatch` of the P pairs, on the device."""
-    from steerable_alignment.policy_data import tokenise_pairs
-    from steerable_alignment.policy_data.pairs import pair_sequences
+    from steerable_alignment.policy import tokenise_pairs
+    from steerable_alignment.policy.pairs import pair_sequences
 
     count = len(setup.prompts)
     pairs, _ = tokenise_pairs(
@@ -230,7 +230,7 @@ def _deepcopy_reference(setup: Setup) -> Callable[[], None]:
     from peft import LoraConfig, get_peft_model
 
     from steerable_alignment.policy import dpo_loss, sequence_logps
-    from steerable_alignment.policy_data.pairs import SequenceBatch
+    from steerable_alignment.policy.pairs import SequenceBatch
 
     args = setup.args
     model, tokenizer = _load(setup)
@@ -459,7 +459,7 @@ def _warm_up(setup: Setup, folder: Path, memory: PeakMemory) -> None:
 def _report_setup(setup: Setup) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
-    from steerable_alignment.policy_data import pair_lengths
+    from steerable_alignment.policy import pair_lengths
 
     args = setup.args
     config = AutoConfig.from_pretrained(setup.folder)

@@ -48,8 +48,7 @@ def _prompts(count: int) -> list[str]:
 
 
 def _policy(model_dir: Path):
-    from steerable_alignment.policy import PolicyConfig, PolicyModel
-    from steerable_alignment.policy_data import load_base_policy
+    from steerable_alignment.policy import PolicyConfig, PolicyModel, load_base_policy
 
     base, tokenizer = load_base_policy(model_dir)
     config = PolicyConfig.from_params(

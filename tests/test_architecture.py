@@ -28,7 +28,9 @@ FLOORS = {
     # 1 data: contracts, episodes, tokenised pairs, the data generators
     "episodes": 1,
     "contracts": 1,
-    "policy_data": 1,
+    "policy.base_model": 1,  # the policy's data side (docs/architecture.md)
+    "policy.tokenise": 1,
+    "policy.pairs": 1,
     "ultrafeedback": 1,
     "synthetic": 1,
     # 2 models: reward models, policies, the embedding models

@@ -170,7 +170,7 @@ def policy(tokenizer):
 
 
 def test_prompts_are_left_padded_and_rendered_as_in_training(tokenizer):
-    from steerable_alignment.policy_data.tokenise import render_prompt
+    from steerable_alignment.policy.tokenise import render_prompt
 
     ids, mask = prompt_batch(tokenizer, PROMPTS[:2])
     assert ids.shape == mask.shape and mask[:, -1].all()
@@ -209,7 +209,7 @@ def test_batched_greedy_answers_equal_one_prompt_at_a_time(policy, tokenizer):
 
 def test_answer_nll_matches_a_naive_token_loop():
     from steerable_alignment.evaluation.generation import answer_nll
-    from steerable_alignment.policy_data.tokenise import render_prompt
+    from steerable_alignment.policy.tokenise import render_prompt
 
     tokenizer = chatml_tokenizer()
     model = tiny_model(tokenizer, seed=3)

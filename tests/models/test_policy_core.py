@@ -17,7 +17,7 @@ from steerable_alignment.policy import (
     sequence_logps_from_hidden,
 )
 from steerable_alignment.policy.logps import response_token_counts
-from steerable_alignment.policy_data.pairs import SequenceBatch
+from steerable_alignment.policy.pairs import SequenceBatch
 
 
 def _naive_logps(logits, input_ids, start, length):

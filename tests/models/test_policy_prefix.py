@@ -12,8 +12,8 @@ from steerable_alignment.models.config import ConfigError
 from steerable_alignment.policy import PolicyConfig, PolicyModel
 from steerable_alignment.policy.blocks import skip_lower_blocks
 from steerable_alignment.policy.logps import causal_lm_logps
+from steerable_alignment.policy.pairs import SequenceBatch
 from steerable_alignment.policy.prefix import check_prefix_states, compute_prefix_states
-from steerable_alignment.policy_data.pairs import SequenceBatch
 from tests.models.tiny_causal_lm import encode_chats, tiny_model, tiny_tokenizer
 
 PROMPTS = ["how do i cook rice", "why a cat sleeps all day", "write short poem about river"]

@@ -27,8 +27,8 @@ from steerable_alignment.pipelines.dpo.nodes import (
     tokenise_policy_pairs,
 )
 from steerable_alignment.policy import PolicyConfig, PolicyModel
+from steerable_alignment.policy.base_model import PretrainedPolicy
 from steerable_alignment.policy.checkpoint import TrainedPolicy
-from steerable_alignment.policy_data.base_model import PretrainedPolicy
 from tests.models.tiny_causal_lm import CHATML_WORDS, chatml_tokenizer, tiny_model
 
 DATA = {"name": "hh", "objectives": ["helpfulness", "honesty"]}

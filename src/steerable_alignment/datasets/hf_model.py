@@ -15,7 +15,7 @@ from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 
-from steerable_alignment.policy_data.base_model import (
+from steerable_alignment.policy.base_model import (
     DTYPES,
     PretrainedPolicy,
     save_pretrained_atomically,
@@ -28,9 +28,9 @@ class HFPretrainedDataset(AbstractVersionedDataset):
     """A causal LM and its tokenizer in one ``save_pretrained`` directory.
 
     ``save`` takes a ``(model, tokenizer)`` pair (a tuple, a
-    :class:`~steerable_alignment.policy_data.PretrainedPolicy`, or any object
+    :class:`~steerable_alignment.policy.PretrainedPolicy`, or any object
     with ``model`` and ``tokenizer`` attributes, such as a small dataclass);
-    ``load`` returns a :class:`~steerable_alignment.policy_data.PretrainedPolicy`,
+    ``load`` returns a :class:`~steerable_alignment.policy.PretrainedPolicy`,
     which unpacks as ``model, tokenizer``. The model is not modified by ``save``.
 
     Example catalog entry::

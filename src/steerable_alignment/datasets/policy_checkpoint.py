@@ -66,8 +66,8 @@ class PolicyCheckpointDataset(LocalVersionedDataset):
         )
 
     def save(self, data: Any) -> None:
+        from steerable_alignment.policy.base_model import atomic_directory
         from steerable_alignment.policy.checkpoint import save_trainable
-        from steerable_alignment.policy_data.base_model import atomic_directory
 
         for attribute in ("config", "base_fingerprint", "trainable_parameters", "beta"):
             if not hasattr(data, attribute):

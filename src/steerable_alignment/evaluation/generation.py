@@ -208,7 +208,7 @@ def prompt_batch(tokenizer: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, 
     Returns:
         (B, L) input ids and (B, L) attention mask.
     """
-    from steerable_alignment.policy_data.tokenise import render_prompt
+    from steerable_alignment.policy.tokenise import render_prompt
 
     rows = [
         tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]
@@ -533,9 +533,9 @@ def answer_nll(
     Returns:
         (N,) float64 nats per token; NaN for an answer with no token.
     """
+    from steerable_alignment.policy.pairs import pair_sequences
     from steerable_alignment.policy.scoring import base_model_logps
-    from steerable_alignment.policy_data.pairs import pair_sequences
-    from steerable_alignment.policy_data.tokenise import tokenise_pairs
+    from steerable_alignment.policy.tokenise import tokenise_pairs
 
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")

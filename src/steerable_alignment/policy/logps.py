@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from steerable_alignment.policy_data.pairs import SequenceBatch
+from steerable_alignment.policy.pairs import SequenceBatch
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from steerable_alignment.policy.blocks import decoder_blocks
 from steerable_alignment.policy.config import PolicyConfig, resolve_layers
 from steerable_alignment.policy.film import FiLMConditioner
 from steerable_alignment.policy.logps import causal_lm_logps
-from steerable_alignment.policy_data.pairs import SequenceBatch
+from steerable_alignment.policy.pairs import SequenceBatch
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -22,7 +22,7 @@ import torch
 
 from steerable_alignment.episodes.sampler import EvaluationEpisodes
 from steerable_alignment.policy.logps import causal_lm_logps
-from steerable_alignment.policy_data.pairs import (
+from steerable_alignment.policy.pairs import (
     PolicyData,
     ReferenceLogps,
     SequenceBatch,

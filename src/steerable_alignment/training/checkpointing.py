@@ -145,7 +145,7 @@ def write_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from steerable_alignment.policy_data.base_model import atomic_directory
+    from steerable_alignment.policy.base_model import atomic_directory
 
     target = step_directory(directory, step)
     payload = {"format_version": CHECKPOINT_FORMAT, "step": step, **meta}

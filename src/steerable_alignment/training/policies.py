@@ -41,13 +41,13 @@ from steerable_alignment.policy.checkpoint import load_trainable, save_trainable
 from steerable_alignment.policy.dpo import DPOOutput, chosen_nll, dpo_loss
 from steerable_alignment.policy.logps import response_token_counts
 from steerable_alignment.policy.model import base_weights_digest, tensors_digest
-from steerable_alignment.policy.scoring import context_latents, episode_pair_logps
-from steerable_alignment.policy_data.pairs import (
+from steerable_alignment.policy.pairs import (
     PolicyData,
     ReferenceLogps,
     episode_choices,
     pair_sequences,
 )
+from steerable_alignment.policy.scoring import context_latents, episode_pair_logps
 from steerable_alignment.runtime.devices import cuda_autocast
 from steerable_alignment.training.config import LoopConfig
 from steerable_alignment.training.loop import check_split_sizes, run

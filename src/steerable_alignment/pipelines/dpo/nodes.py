@@ -2,7 +2,7 @@
 implicit-reward predictions and the chart (DESIGN.md §2-3, issue 7).
 
 Thin wrappers: parameters are checked here, the work is done by the
-framework-free core (``policy_data``, ``policy``, ``training.policies``,
+framework-free core (``policy``, ``training.policies``,
 ``policy.scoring``). torch, transformers and peft are imported
 inside the functions so that building the catalog stays fast. Nodes never
 mutate their inputs: the base model is deep-copied before a policy wraps it.
@@ -60,7 +60,7 @@ def prepare_base_policy(base: dict[str, Any]) -> Any:
     import tempfile
     from pathlib import Path
 
-    from steerable_alignment.policy_data.base_model import (
+    from steerable_alignment.policy.base_model import (
         DTYPES,
         convert_smollm2,
         load_base_policy,
@@ -133,7 +133,7 @@ def tokenise_policy_pairs(
     max_length = tokenise["max_length"]
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 1:
         raise ConfigError(f"Parameter '{name}.max_length': an integer > 1, got {max_length!r}")
-    from steerable_alignment.policy_data.tokenise import OVERFLOWS
+    from steerable_alignment.policy.tokenise import OVERFLOWS
 
     overflow = tokenise.get("overflow", "truncate")
     if overflow not in OVERFLOWS:
@@ -142,8 +142,8 @@ def tokenise_policy_pairs(
         )
     if "split" not in pairs.columns:
         raise ConfigError(f"Dataset '{data['name']}.pairs' has no 'split' column")
-    from steerable_alignment.policy_data.pairs import policy_pairs_to_tensors
-    from steerable_alignment.policy_data.tokenise import tokenise_pairs_table
+    from steerable_alignment.policy.pairs import policy_pairs_to_tensors
+    from steerable_alignment.policy.tokenise import tokenise_pairs_table
 
     subset = _select_subset(pairs, tokenise.get("max_pairs"), int(tokenise.get("seed", 0)), name)
     try:
@@ -262,13 +262,13 @@ def compute_reference_logps(
 
     from steerable_alignment.policy.blocks import decoder_blocks
     from steerable_alignment.policy.config import resolve_layers
-    from steerable_alignment.policy.prefix import check_prefix_states, compute_prefix_states
-    from steerable_alignment.policy.scoring import base_model_logps
-    from steerable_alignment.policy_data.pairs import (
+    from steerable_alignment.policy.pairs import (
         ReferenceLogps,
         pair_sequences,
         policy_pairs_from_tensors,
     )
+    from steerable_alignment.policy.prefix import check_prefix_states, compute_prefix_states
+    from steerable_alignment.policy.scoring import base_model_logps
 
     sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
     device = _device(reference.get("device", "auto"), f"{name}.device")
@@ -392,9 +392,9 @@ def fine_tune_base_policy(
 
     import torch
 
+    from steerable_alignment.policy.base_model import PretrainedPolicy
     from steerable_alignment.policy.config import PolicyConfig
     from steerable_alignment.policy.model import PolicyModel
-    from steerable_alignment.policy_data.base_model import PretrainedPolicy
     from steerable_alignment.runtime.devices import seeded
     from steerable_alignment.training.sft import SFTConfig, fine_tune
 
@@ -466,8 +466,8 @@ def lower_block_states(
     import torch
     from tqdm.auto import tqdm
 
+    from steerable_alignment.policy.pairs import pair_sequences
     from steerable_alignment.policy.prefix import compute_prefix_states
-    from steerable_alignment.policy_data.pairs import pair_sequences
 
     if next(model.parameters()).device != device:
         model = copy.deepcopy(model).to(device)
@@ -502,7 +502,7 @@ def _policy_data(
     """The pairs with tokens (and their prefix states, if kept) and features, aligned
     (``PolicyData``)."""
     from steerable_alignment.contracts import dataset_tensors
-    from steerable_alignment.policy_data.pairs import PolicyData, policy_pairs_from_tensors
+    from steerable_alignment.policy.pairs import PolicyData, policy_pairs_from_tensors
 
     split = dataset_tensors(pairs, features, data)
     sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
@@ -545,7 +545,7 @@ def _reference_cache(reference_logps: dict[str, Any], policy_data: Any) -> Any:
     """The precomputed reference log-probs in ``policy_data``'s row order (NaN if absent)."""
     import torch
 
-    from steerable_alignment.policy_data.pairs import ReferenceLogps
+    from steerable_alignment.policy.pairs import ReferenceLogps
 
     position = {int(p): i for i, p in enumerate(reference_logps["pair_id"].tolist())}
     values = torch.full((len(policy_data), 2), float("nan"))

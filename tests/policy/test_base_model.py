@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steerable_alignment.policy_data import (
+from steerable_alignment.policy import (
     MissingPackageError,
     atomic_directory,
     convert_gguf_to_pretrained,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from steerable_alignment.policy_data import (
+from steerable_alignment.policy import (
     PolicyPairs,
     fit_max_length,
     pair_lengths,
@@ -85,7 +85,7 @@ def test_shapes_padding_and_pair_ids(tokenizer):
 def test_pairs_that_do_not_fit_are_dropped_and_counted(tokenizer, caplog):
     needed = pair_lengths(tokenizer, PROMPTS, RESPONSES_A, RESPONSES_B).max(axis=1)
     limit = int(np.sort(needed)[1])  # keeps the two shorter pairs, drops the longest
-    with caplog.at_level(logging.WARNING, logger="steerable_alignment.policy_data.tokenise"):
+    with caplog.at_level(logging.WARNING, logger="steerable_alignment.policy.tokenise"):
         pairs, report = _tokenise(tokenizer, max_length=limit)
     kept = [pid for pid, n in zip(PAIR_IDS, needed) if n <= limit]
     assert pairs.pair_id.tolist() == kept and len(kept) == 2
@@ -118,7 +118,7 @@ def test_by_default_a_long_response_is_cut_keeping_the_prompt_and_its_start(toke
     whole, _ = _tokenise(tokenizer)
     needed = pair_lengths(tokenizer, PROMPTS, RESPONSES_A, RESPONSES_B)  # (P, 2)
     limit = int(np.sort(needed.max(axis=1))[1])  # the longest pair does not fit
-    with caplog.at_level(logging.WARNING, logger="steerable_alignment.policy_data.tokenise"):
+    with caplog.at_level(logging.WARNING, logger="steerable_alignment.policy.tokenise"):
         pairs, report = tokenise_pairs(
             tokenizer, PROMPTS, RESPONSES_A, RESPONSES_B, PAIR_IDS, limit
         )
@@ -173,7 +173,7 @@ def test_max_length_must_be_a_positive_integer(tokenizer, bad):
 
 def test_a_template_that_breaks_the_prefix_property_falls_back_to_concatenation(caplog):
     tokenizer = chatml_tokenizer(PREFIX_BREAKING_TEMPLATE)
-    with caplog.at_level(logging.WARNING, logger="steerable_alignment.policy_data.tokenise"):
+    with caplog.at_level(logging.WARNING, logger="steerable_alignment.policy.tokenise"):
         pairs, report = _tokenise(tokenizer)
     assert report.prefix_fallbacks == 2 * len(PROMPTS)
     assert "not a token prefix" in caplog.text

@@ -12,7 +12,7 @@ from kedro.io import DataCatalog
 from kedro.io.core import DatasetError, Version
 
 from steerable_alignment.datasets import HFPretrainedDataset
-from steerable_alignment.policy_data import PretrainedPolicy
+from steerable_alignment.policy import PretrainedPolicy
 
 MESSAGES = [{"role": "user", "content": "How do I boil pasta?"}]
 

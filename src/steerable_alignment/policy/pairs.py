@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from steerable_alignment.episodes.sampler import EvaluationEpisodes
-from steerable_alignment.policy_data.tokenise import PolicyPairs
+from steerable_alignment.policy.tokenise import PolicyPairs
 
 
 @dataclass(frozen=True)
