@@ -193,7 +193,7 @@ def test_missing_artefacts_name_the_pipeline_that_makes_them():
     from kedro.framework.project import configure_project
 
     from steerable_alignment.pipeline_registry import register_pipelines
-    from steerable_alignment.steer import missing_artifacts_message, producing_pipeline
+    from steerable_alignment.steering.commands import missing_artifacts_message, producing_pipeline
 
     configure_project("steerable_alignment")  # find_pipelines() needs the package name
     pipelines = register_pipelines()
@@ -689,7 +689,7 @@ def test_suggestions_are_the_pool_pairs_the_model_is_least_sure_of(project, shor
 def test_by_default_a_one_z_model_asks_what_tells_the_training_users_apart(project, short_context):
     from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.evaluation.elicitation import PopulationView, population_bank
-    from steerable_alignment.steer import POPULATION_SIZE
+    from steerable_alignment.steering.commands import POPULATION_SIZE
 
     pool = read_rows(POOL)
     result = suggest(project, short_context, len(pool), "--json")

@@ -1,7 +1,7 @@
 """Steering with the trained artefacts: a user's few choices condition the models.
 
 Framework-free (never imports Kedro). ``steerable_alignment.steer`` is the
-command line on top of it (docs/steer.md).
+entry point on top of it, with the Kedro layer (docs/steer.md).
 
 - :mod:`.inputs`: the JSON Lines files (context pairs, candidates, prompts,
   a pool of pairs to ask about),
@@ -9,7 +9,11 @@ command line on top of it (docs/steer.md).
 - :mod:`.core`: embedding the context as the ``embedding`` pipeline does,
   NP-BTL rewards of candidates, the pool pairs most worth asking next,
   NP-DPO generation conditioned on the context;
-- :mod:`.report`: the text table and the JSON output.
+- :mod:`.report`: the text table and the JSON output;
+- :mod:`.cli`: the command line's arguments and their checks;
+- :mod:`.commands`: score / suggest / generate on a project given as a
+  :class:`~.commands.Project` (``steerable_alignment.steer`` builds it from
+  Kedro): which artefacts each needs, loading and checking them.
 
 This package imports only the torch-free parts; import :mod:`.core` and
 :mod:`.report` where the models are used.
