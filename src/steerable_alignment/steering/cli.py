@@ -11,54 +11,35 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 PROG = "python -m steerable_alignment.steer"
 
 
-def _number(value: str, cast: type) -> Any:
-    try:
-        return cast(value)
-    except ValueError:
-        kind = "an integer" if cast is int else "a number"
-        raise argparse.ArgumentTypeError(f"expected {kind}, got {value!r}") from None
+def _checked(cast: type, ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``cast`` the text, then refuse values where ``ok`` is false."""
+    kind = "an integer" if cast is int else "a number"
+
+    def parse(value: str) -> Any:
+        try:
+            number = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {value!r}") from None
+        if not ok(number):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
+        return number
+
+    return parse
 
 
-def _positive_int(value: str) -> int:
-    number = _number(value, int)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return number
-
-
-def _temperature(value: str) -> float:
-    number = _number(value, float)
-    if not 0 <= number < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value}")
-    return number
-
-
-def _top_p(value: str) -> float:
-    number = _number(value, float)
-    if not 0 < number <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    number = _number(value, int)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = _number(value, float)
-    if not 0 < number < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
-    return number
+INF = float("inf")
+_positive_int = _checked(int, lambda n: n >= 1, "a positive integer")
+_non_negative_int = _checked(int, lambda n: n >= 0, "an integer >= 0")
+_temperature = _checked(float, lambda x: 0 <= x < INF, "a number >= 0")
+_top_p = _checked(float, lambda x: 0 < x <= 1, "in (0, 1]")
+_positive_float = _checked(float, lambda x: 0 < x < INF, "a number > 0")
 
 
 def _device_name(value: str) -> str:
