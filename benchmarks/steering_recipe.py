@@ -5,14 +5,17 @@ For each ``--setting NAME='{json}'`` (training overrides, e.g.
 merged over ``dpo.hh.<variant>.training``; and under the key ``"policy"``,
 policy overrides merged over ``dpo.hh.<variant>.policy``, e.g.
 ``{"policy": {"target_modules": ["q_proj", "v_proj", "o_proj"]}}`` -- the
-adapted blocks must stay within the cached ``reference.trained_blocks``),
+adapted blocks must stay within the cached ``reference.trained_blocks``;
+and under the key ``"sampling"``, generation overrides merged over
+``generation.hh.sampling``, e.g. ``{"sampling": {"max_new_tokens": 80}}``),
 this trains the HH NP-DPO
 (``nppl_mixed``) and BTL-DPO-mixed (``btl_mixed``) policies with the
 ``dpo`` pipeline's own training code (``pipelines/dpo/__main__.py``
 ``train_namespace``), then generates answers for simulated users drawn from
 the *validation* split (the test split is never read) with the evaluation
 pipeline's generation nodes, as ``benchmarks/steering_validation.py`` does.
-It prints, per setting:
+Settings whose training and policy overrides are equal (e.g. differing only
+in ``sampling``) share one training run. It prints, per setting:
 
 - the training history at the kept step (``val_loss``, the DPO loss that
   selects it, and ``val_chosen_nll``, the chosen responses' NLL per token);
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import math
 import os
@@ -74,6 +78,8 @@ STEERED, BASELINE = MODELS
 RESERVED_KEYS = ("checkpoint_dir",)
 #: The setting key that holds policy (not training) overrides.
 POLICY_KEY = "policy"
+#: The setting key that holds generation sampling overrides (``generation.hh.sampling``).
+SAMPLING_KEY = "sampling"
 #: Policy keys a setting may not change (the context encoder must match its warm start).
 FIXED_POLICY_KEYS = ("type", "embedding_dim")
 #: Markers shown first (the honest and the helpful style); the judge's others follow.
@@ -112,20 +118,24 @@ def _training_setting(text: str) -> tuple[str, dict[str, Any]]:
         raise argparse.ArgumentTypeError(
             f"{name}: {reserved} are set by the benchmark (each run trains in its scratch folder)"
         )
+    from steerable_alignment.evaluation.generation import SamplingConfig
     from steerable_alignment.policy.config import PolicyConfig
 
-    training = {k: v for k, v in overrides.items() if k != POLICY_KEY}
+    training = {k: v for k, v in overrides.items() if k not in (POLICY_KEY, SAMPLING_KEY)}
     policy = overrides.get(POLICY_KEY, {})
-    if not isinstance(policy, dict):
-        raise argparse.ArgumentTypeError(
-            f"--setting {name}: {POLICY_KEY!r} must be a JSON object of policy keys, got {policy!r}"
-        )
+    sampling = overrides.get(SAMPLING_KEY, {})
+    for key, value in ((POLICY_KEY, policy), (SAMPLING_KEY, sampling)):
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(
+                f"--setting {name}: {key!r} must be a JSON object of {key} keys, got {value!r}"
+            )
     fixed = sorted(set(policy) & set(FIXED_POLICY_KEYS))
     if fixed:
         raise argparse.ArgumentTypeError(f"--setting {name}: policy keys {fixed} cannot be changed")
     try:
         check_known_keys(PolicyTrainingConfig, training, f"--setting {name}")
         check_known_keys(PolicyConfig, policy, f"--setting {name} {POLICY_KEY}")
+        check_known_keys(SamplingConfig, sampling, f"--setting {name} {SAMPLING_KEY}")
     except ValueError as err:  # ConfigError
         raise argparse.ArgumentTypeError(str(err)) from err
     return name, overrides
@@ -210,6 +220,7 @@ def training_params(
 
     overrides = dict(overrides)
     policy_overrides = overrides.pop(POLICY_KEY, {})
+    overrides.pop(SAMPLING_KEY, None)  # generation, not training: see generation_params
     out = copy.deepcopy(params)
     for model in MODELS:
         out["dpo"][DATASET][model]["policy"].update(copy.deepcopy(policy_overrides))
@@ -224,17 +235,39 @@ def training_params(
 
 
 def generation_params(
-    params: dict[str, Any], prompts: int, context: int, max_new_tokens: int | None = None
+    params: dict[str, Any],
+    prompts: int,
+    context: int,
+    max_new_tokens: int | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``generation.hh`` on the validation split, one context size, no continuum users."""
+    """``generation.hh`` on the validation split, one context size, no continuum users.
+
+    ``sampling`` (a setting's overrides) is merged over the sampling
+    parameters after ``max_new_tokens`` (the command line's), and checked.
+
+    Raises:
+        ConfigError: a sampling value out of range, naming the parameter.
+    """
+    from steerable_alignment.evaluation.generation import SamplingConfig
+
     generation = copy.deepcopy(params["generation"][DATASET])
     generation.update(
         split="validation", num_prompts=prompts, context_sizes=[context], progress=False
     )
     if max_new_tokens is not None:
         generation["sampling"]["max_new_tokens"] = max_new_tokens
+    generation["sampling"].update(copy.deepcopy(sampling or {}))
+    SamplingConfig.from_params(generation["sampling"], prefix=f"generation.{DATASET}.sampling")
     generation.pop("continuum", None)  # the pure users only
     return generation
+
+
+def training_key(overrides: dict[str, Any]) -> str:
+    """What identifies a setting's training run: its overrides without the sampling ones."""
+    return json.dumps(
+        {k: v for k, v in overrides.items() if k != SAMPLING_KEY}, sort_keys=True, default=str
+    )
 
 
 def exact_judge(scores: Any) -> Any:
@@ -317,6 +350,32 @@ def report(label: str, scores: Any, histories: dict[str, Any], context: int, sho
             print(f"    -> {row['response']!r}")
 
 
+def _train(loaded: dict[str, Any], run_params: dict[str, Any], train_namespace: Any) -> tuple:
+    """Train every retrained model on an in-memory catalog of the project's artefacts.
+
+    Returns:
+        (model -> trained policy, model -> its history).
+    """
+    from kedro.io import DataCatalog, MemoryDataset
+
+    catalog = DataCatalog(
+        datasets={
+            **{n: MemoryDataset(v, copy_mode="assign") for n, v in loaded.items()},
+            **{
+                f"{DATASET}.{m}.{output}": MemoryDataset(copy_mode="assign")
+                for m in MODELS
+                for output in ("policy", "policy_history")
+            },
+        }
+    )
+    policies, histories = {}, {}
+    for model in MODELS:
+        namespace = f"{DATASET}.{model}"
+        policies[model] = train_namespace(catalog, run_params, namespace, save=True)
+        histories[model] = catalog.load(f"{namespace}.policy_history")
+    return policies, histories
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -324,7 +383,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     import pandas as pd
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
-    from kedro.io import DataCatalog, MemoryDataset
 
     from steerable_alignment.models.config import ConfigError
     from steerable_alignment.pipelines.dpo.__main__ import train_namespace
@@ -345,6 +403,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                     label: training_params(params, overrides, label, scratch)
                     for label, overrides in args.settings.items()
                 }
+                generations = {
+                    label: generation_params(
+                        params,
+                        args.prompts,
+                        args.context,
+                        args.max_new_tokens,
+                        overrides.get(SAMPLING_KEY),
+                    )
+                    for label, overrides in args.settings.items()
+                }
             except ConfigError as err:
                 sys.exit(f"steering_recipe.py: error: {err}")
             missing = [name for name in INPUTS if not project_catalog.exists(name)]
@@ -355,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
             # the project's artefacts, loaded once, read-only; the outputs stay in memory
             loaded = {name: project_catalog.load(name) for name in INPUTS}
-            generation = generation_params(params, args.prompts, args.context, args.max_new_tokens)
+            generation = next(iter(generations.values()))  # the users: sampling plays no part
             data = params["dpo"][DATASET]["data"]
             pairs, features = loaded[f"{DATASET}.pairs"], loaded[f"{DATASET}.features"]
             users = make_generation_users(pairs, features, data, generation)
@@ -367,23 +435,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{DATASET}, validation split, {len(users['prompt_rows'])} prompts, "
                 f"{args.context} context pairs; settings {list(args.settings)}"
             )
+            trained: dict[str, tuple[dict, dict]] = {}  # training_key -> (policies, histories)
             for label, run_params in runs.items():
                 started = time.perf_counter()
-                catalog = DataCatalog(
-                    datasets={
-                        **{n: MemoryDataset(v, copy_mode="assign") for n, v in loaded.items()},
-                        **{
-                            f"{DATASET}.{m}.{output}": MemoryDataset(copy_mode="assign")
-                            for m in MODELS
-                            for output in ("policy", "policy_history")
-                        },
-                    }
-                )
-                policies, histories = {}, {}
-                for model in MODELS:
-                    namespace = f"{DATASET}.{model}"
-                    policies[model] = train_namespace(catalog, run_params, namespace, save=True)
-                    histories[model] = catalog.load(f"{namespace}.policy_history")
+                generation = generations[label]
+                key = training_key(args.settings[label])
+                if key in trained:
+                    policies, histories = trained[key]
+                    print(f"\n{label}: reuses the policies trained for an equal setting")
+                else:
+                    policies, histories = _train(loaded, run_params, train_namespace)
+                    trained[key] = policies, histories
                 answers = {
                     m: generate_answers_for_users(
                         loaded["base_policy"], p, pairs, features, users, data, generation

@@ -180,3 +180,45 @@ def test_without_the_judge_module_the_judge_is_skipped(recipe, capsys, monkeypat
     monkeypatch.setitem(sys.modules, "steerable_alignment.ultrafeedback.judge", None)
     assert recipe.exact_judge(_scores(with_judge=False)) is None
     assert "exact judge: skipped" in capsys.readouterr().out
+
+
+def test_sampling_overrides_reach_generation_only_and_share_the_training(recipe, params, tmp_path):
+    args = recipe.parse_args(
+        [
+            "--setting",
+            'short={"nll_weight": 1.0}',
+            "--setting",
+            'long={"nll_weight": 1.0, "sampling": {"max_new_tokens": 80}}',
+        ]
+    )
+    short, long = args.settings["short"], args.settings["long"]
+    assert recipe.training_key(short) == recipe.training_key(long)  # one training run
+    assert recipe.training_key(short) != recipe.training_key({"nll_weight": 0.5})
+    run = recipe.training_params(params, long, "long", tmp_path)
+    for model in ("nppl_mixed", "btl_mixed"):
+        assert "sampling" not in run["dpo"]["hh"][model]["training"]
+    generation = recipe.generation_params(params, 16, 10, None, long["sampling"])
+    assert generation["sampling"]["max_new_tokens"] == 80
+    assert (
+        generation["sampling"]["temperature"]
+        == params["generation"]["hh"]["sampling"]["temperature"]
+    )
+    assert params["generation"]["hh"]["sampling"]["max_new_tokens"] == 48  # left as it was
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--setting", 'a={"sampling": 80}'], "'sampling' must be a JSON object"),
+        (["--setting", 'a={"sampling": {"bogus": 1}}'], "unknown key(s) ['bogus']"),
+    ],
+)
+def test_bad_sampling_settings_fail_with_a_clear_message(recipe, capsys, argv, needle):
+    with pytest.raises(SystemExit):
+        recipe.parse_args(argv)
+    assert needle in capsys.readouterr().err
+
+
+def test_a_bad_sampling_value_names_the_parameter(recipe, params):
+    with pytest.raises(ConfigError, match=r"generation\.hh\.sampling\.max_new_tokens"):
+        recipe.generation_params(params, 16, 10, None, {"max_new_tokens": 0})
