@@ -14,7 +14,10 @@ mean ± s.d. over seeds:
 - the steering gap at ``--context`` pairs per direction, on the learned
   reward model (``gap``) and on the exact judge (``judge_gap``);
 - fluency of NP-DPO's answers at ``--context`` pairs: base-model NLL per
-  token and distinct-2, and BTL-DPO-mixed's NLL.
+  token and distinct-2, and BTL-DPO-mixed's NLL;
+- the exact judge's style-marker shares of NP-DPO's answers at
+  ``--context`` pairs (``generation_markers``): hedges and admissions for
+  honesty users, hedges and concrete steps for helpfulness users.
 
 Each seed is two ``kedro run`` commands in this project (``--pipeline dpo
 --from-nodes hh.<variant>.train_policy ...``, then ``--pipeline evaluation
@@ -51,7 +54,15 @@ KEPT = (
     "data/07_model_output/hh",
     "data/08_reporting",
 )
-TABLES = ("dpo_metrics", "steering_gap", "generation_rewards")
+TABLES = ("dpo_metrics", "steering_gap", "generation_rewards", "generation_markers")
+#: (marker, user) shares of NP-DPO's answers the seeds spread (issue 13's style targets).
+MARKERS = (
+    ("calibrated_hedge", "honesty"),
+    ("uncertainty_admission", "honesty"),
+    ("calibrated_hedge", "helpfulness"),
+    ("concrete_steps", "helpfulness"),
+    ("concrete_steps", "honesty"),
+)
 
 
 def _kedro(*args: str) -> None:
@@ -73,7 +84,7 @@ def run_seed(seed: int, scratch: Path) -> None:
 
 def headline(tables: dict, context: int) -> dict[str, float]:
     """The figures this benchmark spreads, from one seed's tables."""
-    metrics, gap, rewards = (tables[t] for t in TABLES)
+    metrics, gap, rewards, markers = (tables[t] for t in TABLES)
     at = metrics[metrics["num_context"] == context].set_index(["model", "objective"])["accuracy"]
     out = {}
     for k in OBJECTIVES:
@@ -92,6 +103,10 @@ def headline(tables: dict, context: int) -> dict[str, float]:
         out[f"NP-DPO base NLL, {k} users"] = float(r.loc[("nppl_mixed", k), "base_nll"])
         out[f"NP-DPO distinct-2, {k} users"] = float(r.loc[("nppl_mixed", k), "distinct_2"])
     out["BTL-DPO-mixed base NLL"] = float(r.loc[("btl_mixed", OBJECTIVES[0]), "base_nll"])
+    m = markers[(markers["num_context"] == context) & (markers["model"] == "nppl_mixed")]
+    share = m.set_index(["marker", "user"])["share"]
+    for marker, user in MARKERS:
+        out[f"NP-DPO % {marker}, {user} users"] = 100 * float(share[(marker, user)])
     return out
 
 

@@ -55,7 +55,31 @@ def _tables():
                     "distinct_2": distinct,
                 }
             )
-    return {"dpo_metrics": metrics, "steering_gap": gap, "generation_rewards": pd.DataFrame(rows)}
+    shares = {
+        ("calibrated_hedge", "honesty"): 1.0,
+        ("uncertainty_admission", "honesty"): 0.25,
+        ("calibrated_hedge", "helpfulness"): 0.0,
+        ("concrete_steps", "helpfulness"): 0.375,
+        ("concrete_steps", "honesty"): 0.0,
+    }
+    markers = pd.DataFrame(
+        [
+            {"model": "nppl_mixed", "user": u, "num_context": 10, "marker": m, "share": s}
+            for (m, u), s in shares.items()
+        ]
+        + [  # other models and context sizes are not read
+            {"model": "btl_mixed", "user": "honesty", "num_context": 10, "marker": m, "share": 0.9}
+            for m in ("calibrated_hedge", "uncertainty_admission")
+        ]
+        + [{"model": "nppl_mixed", "user": "helpfulness", "num_context": 3,
+            "marker": "concrete_steps", "share": 0.9}]
+    )  # fmt: skip
+    return {
+        "dpo_metrics": metrics,
+        "steering_gap": gap,
+        "generation_rewards": pd.DataFrame(rows),
+        "generation_markers": markers,
+    }
 
 
 def test_headline_figures_by_hand(seeds):
@@ -67,3 +91,6 @@ def test_headline_figures_by_hand(seeds):
     assert out["RM steering gap, honesty"] == 4.9 and out["judge steering gap, honesty"] == 0.2
     assert out["NP-DPO base NLL, honesty users"] == pytest.approx(1.7)
     assert out["BTL-DPO-mixed base NLL"] == pytest.approx(1.1)
+    assert out["NP-DPO % uncertainty_admission, honesty users"] == pytest.approx(25.0)
+    assert out["NP-DPO % concrete_steps, helpfulness users"] == pytest.approx(37.5)
+    assert out["NP-DPO % calibrated_hedge, helpfulness users"] == 0.0

@@ -33,3 +33,20 @@ def test_the_hint_names_sizes_that_fit_or_says_none_can():
         5, 10, 20, context_in_targets=False
     )
     assert "cannot make any episode" in too_small_hint(1, 10, 20, context_in_targets=True)
+
+
+def test_check_evaluation_split_passes_a_split_that_fits_and_names_the_parameters():
+    from steerable_alignment.episodes.sizes import check_evaluation_split
+    from steerable_alignment.models.config import ConfigError
+
+    check_evaluation_split(14, 4, 10, parameters="evaluation", split="split 'test'")
+    with pytest.raises(ConfigError) as err:
+        check_evaluation_split(
+            12, 4, 10, parameters="dpo.hh.evaluation", split="split 'test'",
+            unit=" tokenised pairs",
+        )  # fmt: skip
+    assert str(err.value).startswith(
+        "Parameter 'dpo.hh.evaluation.context_sizes'/'num_targets': episodes need 14 distinct "
+        "pairs but split 'test' has 12 tokenised pairs; with 12 pairs, max_context 4 and "
+        "num_targets 8 (or smaller) would fit"
+    )

@@ -50,3 +50,34 @@ def too_small_hint(
         f"; with {available} pairs, max_context {context} and num_targets {targets} (or smaller) "
         "would fit (docs/running.md, 'Your own data')"
     )
+
+
+def check_evaluation_split(
+    available: int,
+    max_context: int,
+    num_targets: int,
+    *,
+    parameters: str,
+    split: str,
+    unit: str = "",
+) -> None:
+    """Fail when a split cannot fill an evaluation episode (context and targets disjoint).
+
+    Args:
+        available: distinct pairs in the split.
+        parameters: the parameter prefix the error names (``<prefix>.context_sizes``).
+        split: how the error names the split (e.g. ``split 'test' of 'hh'``).
+        unit: what ``available`` counts, when not plain pairs.
+
+    Raises:
+        ConfigError: fewer than ``max_context + num_targets`` pairs, with sizes that would fit.
+    """
+    from steerable_alignment.models.config import ConfigError
+
+    needed = max_context + num_targets
+    if available < needed:
+        hint = too_small_hint(available, max_context, num_targets, context_in_targets=False)
+        raise ConfigError(
+            f"Parameter '{parameters}.context_sizes'/'num_targets': episodes need {needed} "
+            f"distinct pairs but {split} has {available}{unit}{hint}"
+        )

@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-from steerable_alignment.episodes.sizes import too_small_hint
 from steerable_alignment.models.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -578,20 +577,19 @@ def make_policy_evaluation_episodes(
     import torch
 
     from steerable_alignment.episodes.sampler import EvaluationEpisodes, make_evaluation_episodes
+    from steerable_alignment.episodes.sizes import check_evaluation_split
 
     policy_data = _policy_data(pairs, features, policy_pairs, data)
-    rows = policy_data.splits[evaluation["split"]]
     max_context = max(evaluation["context_sizes"])
-    needed = max_context + evaluation["num_targets"]
-    if len(rows) < needed:
-        raise ConfigError(
-            f"Parameter 'dpo.{data['name']}.evaluation.context_sizes'/'num_targets': episodes "
-            f"need {needed} distinct pairs but split '{evaluation['split']}' has {len(rows)} "
-            "tokenised pairs (see 'tokenise.max_pairs' and 'tokenise.max_length')"
-            + too_small_hint(
-                len(rows), max_context, evaluation["num_targets"], context_in_targets=False
-            )
-        )
+    rows = policy_data.splits[evaluation["split"]]
+    check_evaluation_split(
+        len(rows),
+        max_context,
+        evaluation["num_targets"],
+        parameters=f"dpo.{data['name']}.evaluation",
+        split=f"split '{evaluation['split']}'",
+        unit=" tokenised pairs (see 'tokenise.max_pairs' and 'tokenise.max_length')",
+    )
     episodes = make_evaluation_episodes(
         rows,
         torch.arange(len(policy_data.objectives)),

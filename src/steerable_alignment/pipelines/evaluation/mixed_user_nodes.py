@@ -20,7 +20,6 @@ from typing import Any
 import pandas as pd
 from kedro.pipeline import Pipeline, node
 
-from steerable_alignment.episodes.sizes import too_small_hint
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.pipelines.evaluation.nodes import (
     _unstack_predictions,
@@ -181,20 +180,18 @@ def make_mixed_user_episodes(
     import torch
 
     from steerable_alignment.episodes.sampler import make_evaluation_episodes
+    from steerable_alignment.episodes.sizes import check_evaluation_split
     from steerable_alignment.evaluation.mixed_users import mixed_user_data
 
     users = mixed_user_data(pairs, features, data, config.users, config.tie_seed)
     rows = users.split.splits[config.split]
-    needed = config.max_context + config.num_targets
-    if len(rows) < needed:
-        raise ConfigError(
-            f"Parameter 'mixed_users.{data['name']}.context_sizes'/'num_targets': episodes need "
-            f"{needed} distinct pairs but split '{config.split}' of '{data['name']}' has "
-            f"{len(rows)}"
-            + too_small_hint(
-                len(rows), config.max_context, config.num_targets, context_in_targets=False
-            )
-        )
+    check_evaluation_split(
+        len(rows),
+        config.max_context,
+        config.num_targets,
+        parameters=f"mixed_users.{data['name']}",
+        split=f"split '{config.split}' of '{data['name']}'",
+    )
     episodes = make_evaluation_episodes(
         rows,
         torch.arange(len(config.users.weights)),

@@ -7,7 +7,6 @@ from typing import Any
 
 import pandas as pd
 
-from steerable_alignment.episodes.sizes import too_small_hint
 from steerable_alignment.models.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -99,19 +98,18 @@ def make_evaluation_episodes(
 
     from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.episodes.sampler import make_evaluation_episodes as draw
+    from steerable_alignment.episodes.sizes import check_evaluation_split
 
     split = dataset_tensors(pairs, features, data)
     rows = split.splits[evaluation["split"]]
     max_context = max(evaluation["context_sizes"])
-    needed = max_context + evaluation["num_targets"]
-    if len(rows) < needed:
-        hint = too_small_hint(
-            len(rows), max_context, evaluation["num_targets"], context_in_targets=False
-        )
-        raise ConfigError(
-            f"Parameter 'evaluation.context_sizes'/'num_targets': episodes need {needed} distinct "
-            f"pairs but split '{evaluation['split']}' of '{data['name']}' has {len(rows)}{hint}"
-        )
+    check_evaluation_split(
+        len(rows),
+        max_context,
+        evaluation["num_targets"],
+        parameters="evaluation",
+        split=f"split '{evaluation['split']}' of '{data['name']}'",
+    )
     episodes = draw(
         rows,
         torch.arange(len(split.data.objectives)),
