@@ -3,7 +3,9 @@
 One temporary copy of the project trains, in the ``test`` environment, only
 what the command reads: the HH pairs, their MiniLM features, the
 ``hh.nppl_mixed`` reward model and the ``hh.nppl_mixed`` NP-DPO policy on a
-tiny random base policy. The command then runs as a subprocess against it.
+tiny random base policy. The command then runs against it: in this process
+(its ``main``), or as a subprocess where a test checks what a user sees on
+each stream.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -115,16 +118,17 @@ def steer(
     from steerable_alignment.steer import main
 
     out, err = io.StringIO(), io.StringIO()
-    previous = Path.cwd()
-    os.chdir(cwd or project.parent)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                status = main(argv)
-            except SystemExit as exit_:  # argparse's usage errors
-                status = exit_.code
-    finally:
-        os.chdir(previous)
+    # the command sets environment variables for itself (quiet progress bars): not for later tests
+    with (
+        mock.patch.dict(os.environ),
+        contextlib.chdir(cwd or project.parent),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            status = main(argv)
+        except SystemExit as exit_:  # argparse's usage errors
+            status = exit_.code
     return subprocess.CompletedProcess(argv, status, out.getvalue(), err.getvalue())
 
 
