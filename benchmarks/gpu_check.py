@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))  # tests/models/tiny_causal_lm.py: the ChatML toke
 
 def _real(name: str, **extra: object) -> dict:
     """A real model's config.json size fields (the planner's table) plus ``extra``."""
-    from steerable_alignment.training.memory import KNOWN_CONFIGS
+    from steerable_alignment.runtime.memory import KNOWN_CONFIGS
 
     return {**{k: v for k, v in KNOWN_CONFIGS[name].items() if k != "num_parameters"}, **extra}
 
@@ -71,7 +71,7 @@ _TINY = {
     "max_position_embeddings": 512,
 }
 #: Meta-Llama-3-8B and Qwen2.5-1.5B-Instruct at their real sizes
-#: (steerable_alignment.training.memory.KNOWN_CONFIGS), and 2-block stand-ins.
+#: (steerable_alignment.runtime.memory.KNOWN_CONFIGS), and 2-block stand-ins.
 SIZES = {
     "real": {
         "embedder": _real(

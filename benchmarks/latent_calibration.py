@@ -15,6 +15,8 @@ Needs the synthetic data on disk: ``kedro run --pipeline synthetic_data``.
     python benchmarks/latent_calibration.py [--jobs 2] [--variants default long ...]
     # second round: python benchmarks/latent_calibration.py --variants mean_pool_long \
     #     ml_mean_pool --out docs/latent_calibration_round2.md
+    # third round: python benchmarks/latent_calibration.py --jobs 1 --variants mean_pool_xlong \
+    #     --out docs/latent_calibration_round3.md
 """
 
 from __future__ import annotations
@@ -49,9 +51,16 @@ VARIANTS = {
         {"objective": "ml", "aggregation": "mean"},
         {},
     ),
+    # third round: the best of the second round, twice as long again
+    "mean_pool_xlong": (
+        "mean pooling, 8x the steps",
+        "nppl_latent",
+        {"aggregation": "mean"},
+        {"max_steps": 20000},
+    ),
 }
 #: eval-only rows: (trained variant, predictive draws of z)
-MORE_DRAWS = (("default", 256),)
+MORE_DRAWS = (("default", 256), ("mean_pool_long", 256), ("mean_pool_xlong", 256))
 
 
 def _init() -> None:

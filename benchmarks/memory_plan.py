@@ -1,7 +1,7 @@
 """The memory plan of an environment at the real data sizes (no model is loaded).
 
 Prints, per data set, what every cached artefact and each step's parts will
-take on the GPU and in host memory (``steerable_alignment.training.memory``):
+take on the GPU and in host memory (``steerable_alignment.runtime.memory``):
 features, token ids, reference log-probs, prefix states, the embedding step
 and the DPO step (frozen weights, trainable state, activations, logits).
 
@@ -30,7 +30,7 @@ def main() -> None:
 
     from kedro.config import OmegaConfigLoader
 
-    from steerable_alignment.training.memory import GB, dpo_step_bytes, format_plan, plan
+    from steerable_alignment.runtime.memory import GB, dpo_step_bytes, format_plan, plan
 
     loader = OmegaConfigLoader(
         str(ROOT / "conf"),

@@ -11,23 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 
+import steerable_alignment.policy.episode_loss as episode_loss
 import steerable_alignment.training.loop as loop
 import steerable_alignment.training.policies as policy_loop
 from steerable_alignment.episodes.sampler import make_evaluation_episodes
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.policy import PolicyConfig, PolicyModel, load_policy, tokenise_pairs
 from steerable_alignment.policy.checkpoint import TrainedPolicy
+from steerable_alignment.policy.episode_loss import validate_policy
 from steerable_alignment.policy.pairs import PolicyData, ReferenceLogps, pair_sequences
 from steerable_alignment.policy.scoring import (
     base_model_logps,
     predict_policy_context_sizes,
     predict_policy_episodes,
 )
-from steerable_alignment.training.policies import (
-    PolicyTrainingConfig,
-    train_policy,
-    validate_policy,
-)
+from steerable_alignment.training.policies import PolicyTrainingConfig, train_policy
 from tests.conftest import PROJECT_ROOT
 from tests.models.tiny_causal_lm import WORDS, load_causal_lm, save_tiny_causal_lm, tiny_tokenizer
 
@@ -344,13 +342,13 @@ def test_validation_scores_equal_the_evaluations_and_a_naive_chosen_nll(base_fol
     scores = validate_policy(
         policy, data, reference, episodes, config.val_context_sizes, config.beta, 8, cpu
     )
-    choices = policy_loop.episode_choices(data, episodes)  # (E, T)
+    choices = episode_loss.episode_choices(data, episodes)  # (E, T)
     targets = episodes.rows[:, episodes.max_context :]  # (E, T)
     sizes = config.val_context_sizes if kind == "np_dpo" else config.val_context_sizes[:1]
     losses, nlls = [], []
     for n in sizes:
         prob_b = predict_policy_episodes(policy, data, reference, episodes, n, config.beta, 8, cpu)
-        losses.append(float(policy_loop.score_targets(prob_b, choices)[1].mean()))
+        losses.append(float(episode_loss.score_targets(prob_b, choices)[1].mean()))
         # naive: one episode at a time, the chosen sequences only, tokens counted from the mask
         per_target = []
         for e in range(len(targets)):
@@ -359,7 +357,7 @@ def test_validation_scores_equal_the_evaluations_and_a_naive_chosen_nll(base_fol
             if kind == "np_dpo":
                 rows = episodes.rows[e : e + 1, :n]  # (1, n)
                 ctx = data.choices[rows, episodes.objective[e]]  # (1, n)
-                z = policy_loop.context_latents(
+                z = episode_loss.context_latents(
                     policy, data, rows, ctx, torch.ones_like(rows, dtype=torch.bool), cpu
                 ).expand(len(batch), -1)  # (T, Z)
             policy.eval()
@@ -377,15 +375,15 @@ def test_validation_scores_equal_the_evaluations_and_a_naive_chosen_nll(base_fol
 def test_nll_weight_zero_trains_exactly_as_plain_dpo(base_folder, data, monkeypatch):
     config = _config(max_steps=3, eval_every=1)
     default = train_policy(_policy(base_folder), data, config)
-    dpo_loss = policy_loop.dpo_loss
+    dpo_loss = episode_loss.dpo_loss
 
     def plain_dpo(pc, pr, rc, rr, beta, chosen_token_counts=None, nll_weight=0.0):
         assert nll_weight == 0.0
         out = dpo_loss(pc, pr, rc, rr, beta)  # the DPO loss alone
         nll = (-pc / chosen_token_counts).detach()
-        return policy_loop.DPOOutput(out.loss, out.chosen_rewards, out.rejected_rewards, nll)
+        return episode_loss.DPOOutput(out.loss, out.chosen_rewards, out.rejected_rewards, nll)
 
-    monkeypatch.setattr(policy_loop, "dpo_loss", plain_dpo)
+    monkeypatch.setattr(episode_loss, "dpo_loss", plain_dpo)
     plain = train_policy(_policy(base_folder), data, config)
     _assert_equal_weights(_trainable(default.policy), _trainable(plain.policy))
     assert [r["val_loss"] for r in default.history] == [r["val_loss"] for r in plain.history]

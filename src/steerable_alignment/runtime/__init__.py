@@ -1,4 +1,4 @@
-"""Where code runs: devices and dtypes, and the processes of a data-parallel launch.
+"""Where code runs: devices and dtypes, data-parallel processes, the memory a run takes.
 
 The lowest layer with :mod:`steerable_alignment.splits` (docs/architecture.md):
 it imports nothing else of the project. Left empty so that importing a

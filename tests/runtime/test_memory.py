@@ -2,7 +2,7 @@
 
 import pytest
 
-from steerable_alignment.training.memory import (
+from steerable_alignment.runtime.memory import (
     GB,
     activation_bytes_per_token_block,
     dpo_step_bytes,
