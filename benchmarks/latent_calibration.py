@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=1000, help="validation episodes per user")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "latent_calibration.md")
     args = parser.parse_args()
+    args.out = args.out.resolve()
 
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
