@@ -1,21 +1,14 @@
 """benchmarks/policy_seeds.py without training: the headline figures from one seed's tables."""
 
-import importlib.util
-
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.benchmarks.scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def seeds():
-    spec = importlib.util.spec_from_file_location(
-        "policy_seeds", PROJECT_ROOT / "benchmarks" / "policy_seeds.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("policy_seeds")
 
 
 def _tables():

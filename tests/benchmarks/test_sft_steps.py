@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pandas as pd
 import pytest
 
+from tests.benchmarks.scripts import load_benchmark
 from tests.conftest import PROJECT_ROOT
 from tests.pipelines.helpers import config_loader
 
@@ -15,10 +14,7 @@ SCRIPT = PROJECT_ROOT / "benchmarks" / "sft_steps.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("sft_steps", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sft_steps")
 
 
 def test_a_setting_is_a_name_and_training_or_policy_overrides(bench):

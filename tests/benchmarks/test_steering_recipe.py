@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import sys
 
 import pandas as pd
 import pytest
 
 from steerable_alignment.models.config import ConfigError
+from tests.benchmarks.scripts import load_benchmark
 from tests.conftest import PROJECT_ROOT
 from tests.pipelines.helpers import config_loader
 
@@ -18,10 +18,7 @@ SCRIPT = PROJECT_ROOT / "benchmarks" / "steering_recipe.py"
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("steering_recipe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("steering_recipe")
 
 
 @pytest.fixture(scope="module")
