@@ -57,7 +57,7 @@ def _share(values, replicates: int = 1000, seed: int = 7) -> tuple[float, float]
     """Mean and bootstrap s.e. of a 0/1 vector over prompts (one answer per prompt)."""
     import torch
 
-    x = torch.as_tensor(values, dtype=torch.float64)
+    x = torch.tensor([float(v) for v in values], dtype=torch.float64)  # any index
     if len(x) == 0:
         return float("nan"), float("nan")
     gen = torch.Generator().manual_seed(seed)

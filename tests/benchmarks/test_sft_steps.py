@@ -44,11 +44,11 @@ def test_overrides_merge_over_the_project_sft_and_leave_it_unchanged(bench):
 def test_shares_by_hand(bench):
     table = pd.DataFrame(
         {
-            "marker_concrete_steps": [True, False, True, False],
-            "scaffold": [True, True, False, False],
+            "marker_concrete_steps": [False, True, False, True],
+            "scaffold": [False, True, True, False],  # a subset with a gap in its index
             "marker_calibrated_hedge": [False, False, False, True],
             "marker_uncertainty_admission": [False, False, False, False],
-            "distinct_2": [1.0, 0.5, 1.0, 1.0],
+            "distinct_2": [1.0, 1.0, 0.5, 1.0],
             "tokens": [10, 20, 30, 40],
         }
     )
