@@ -18,7 +18,9 @@ with the exact judge (``ultrafeedback.judge``):
 - the shares of calibrated hedges and uncertainty admissions (the other
   style, which must stay reachable), distinct-2 and median answer tokens;
 - ± is the bootstrap s.e. over prompts; every setting answers the same
-  prompts with the same sampling seeds, so the differences are paired.
+  prompts with the same sampling seeds, so the differences are paired:
+  ``--compare A B`` reads two settings' answer files (from this or earlier
+  runs) and prints B − A per prompt, ± the bootstrap s.e. over prompts.
 
 The test split is never read. Needs ``hh.pairs``, ``hh.features`` and
 ``hh.policy_pairs`` on disk (``kedro run --pipeline ultrafeedback``, ``kedro
@@ -28,6 +30,7 @@ project's is overwritten. Answers go to ``--out/sft_steps_<NAME>.parquet``.
 
     python benchmarks/sft_steps.py --setting s320='{}' \\
         --setting s640='{"training": {"max_steps": 640}}' [--prompts 128] [--max-new-tokens 80]
+    python benchmarks/sft_steps.py --compare s320 s640
 """
 
 from __future__ import annotations
@@ -88,13 +91,92 @@ def summarise(table) -> dict:
     }
 
 
+# (column, label, scale) of the paired comparison: shares in points, judge scores as they are
+COMPARED = (
+    ("marker_concrete_steps", "real steps (points)", 100.0),
+    ("scaffold", "'First,' (points)", 100.0),
+    ("marker_calibrated_hedge", "hedge (points)", 100.0),
+    ("marker_uncertainty_admission", "admission (points)", 100.0),
+    ("judge_helpfulness", "judge helpfulness", 1.0),
+    ("judge_honesty", "judge honesty", 1.0),
+    ("distinct_2", "distinct-2", 1.0),
+)
+
+
+def paired_differences(first, second, replicates: int = 1000, seed: int = 7) -> list[dict]:
+    """``second − first`` per prompt for each ``COMPARED`` column: mean and bootstrap s.e.
+
+    Both tables hold one answer per prompt (``sft_steps_<NAME>.parquet``); the
+    prompts must be the same set, else the comparison is not paired.
+    """
+    import torch
+
+    a, b = first.set_index("prompt"), second.set_index("prompt")
+    if a.index.has_duplicates or b.index.has_duplicates:
+        raise ValueError("--compare: each answer file must hold one answer per prompt")
+    if set(a.index) != set(b.index):
+        raise ValueError(
+            f"--compare: the two answer files hold different prompts "
+            f"({len(set(a.index) ^ set(b.index))} not in both): not a paired comparison"
+        )
+    b = b.loc[a.index]
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.randint(len(a), (replicates, len(a)), generator=gen)  # (R, prompts)
+    out = []
+    for column, label, scale in COMPARED:
+        diff = scale * torch.tensor(
+            b[column].astype(float).to_numpy() - a[column].astype(float).to_numpy(),
+            dtype=torch.float64,
+        )  # (prompts,)
+        se = float(diff[index].mean(1).std())
+        out.append({"column": label, "diff": float(diff.mean()), "se": se, "scale": scale})
+    return out
+
+
+def compare(out: Path, first: str, second: str) -> str:
+    """The report of ``--compare``: read both answer files under ``out``, paired differences."""
+    import pandas as pd
+
+    tables = []
+    for name in (first, second):
+        path = out / f"sft_steps_{name}.parquet"
+        if not path.is_file():
+            raise SystemExit(f"--compare: {path} does not exist (run --setting {name}=... first)")
+        tables.append(pd.read_parquet(path))
+    rows = paired_differences(*tables)
+    lines = [
+        f"{second} − {first}, the same {len(tables[0])} validation prompts, paired "
+        "(± bootstrap s.e. over prompts):",
+        "",
+        "| measure | difference |",
+        "|---|---|",
+    ]
+    for r in rows:
+        digits = 1 if r["scale"] == 100.0 else 3
+        lines.append(f"| {r['column']} | {r['diff']:+.{digits}f} ± {r['se']:.{digits}f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", action="append", type=_setting, required=True)
+    parser.add_argument("--setting", action="append", type=_setting)
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="print B − A from two settings' answer files under --out; trains nothing",
+    )
     parser.add_argument("--prompts", type=int, default=128, help="validation prompts")
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "09_tuning")
     args = parser.parse_args()
+    if args.compare:
+        if args.setting:
+            parser.error("--compare reads finished answer files: give it without --setting")
+        print(compare(args.out, *args.compare))  # noqa: T201 - a benchmark's report
+        return
+    if not args.setting:
+        parser.error("give at least one --setting NAME='{json}' (or --compare A B)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     import pandas as pd
