@@ -39,8 +39,14 @@ import argparse
 import copy
 import json
 import logging
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks' helpers
+from paired import MARKERS, SCORES  # noqa: E402
+from paired import paired_differences as _paired_differences  # noqa: E402
+from paired import share as _share  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCAFFOLD = "first,"
@@ -54,18 +60,6 @@ def _setting(text: str) -> tuple[str, dict]:
             f"--setting {text!r}: expected NAME='{{json}}' with keys 'training' and/or 'policy'"
         )
     return name, overrides
-
-
-def _share(values, replicates: int = 1000, seed: int = 7) -> tuple[float, float]:
-    """Mean and bootstrap s.e. of a 0/1 vector over prompts (one answer per prompt)."""
-    import torch
-
-    x = torch.tensor([float(v) for v in values], dtype=torch.float64)  # any index
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    gen = torch.Generator().manual_seed(seed)
-    index = torch.randint(len(x), (replicates, len(x)), generator=gen)
-    return float(x.mean()), float(x[index].mean(1).std())
 
 
 def merged_sft(sft: dict, overrides: dict) -> dict:
@@ -92,45 +86,16 @@ def summarise(table) -> dict:
 
 
 # (column, label, scale) of the paired comparison: shares in points, judge scores as they are
-COMPARED = (
-    ("marker_concrete_steps", "real steps (points)", 100.0),
-    ("scaffold", "'First,' (points)", 100.0),
-    ("marker_calibrated_hedge", "hedge (points)", 100.0),
-    ("marker_uncertainty_admission", "admission (points)", 100.0),
-    ("judge_helpfulness", "judge helpfulness", 1.0),
-    ("judge_honesty", "judge honesty", 1.0),
-    ("distinct_2", "distinct-2", 1.0),
-)
+COMPARED = (MARKERS[0], ("scaffold", "'First,' (points)", 100.0), *MARKERS[1:], *SCORES)
 
 
-def paired_differences(first, second, replicates: int = 1000, seed: int = 7) -> list[dict]:
+def paired_differences(first, second) -> list[dict]:
     """``second − first`` per prompt for each ``COMPARED`` column: mean and bootstrap s.e.
 
     Both tables hold one answer per prompt (``sft_steps_<NAME>.parquet``); the
     prompts must be the same set, else the comparison is not paired.
     """
-    import torch
-
-    a, b = first.set_index("prompt"), second.set_index("prompt")
-    if a.index.has_duplicates or b.index.has_duplicates:
-        raise ValueError("--compare: each answer file must hold one answer per prompt")
-    if set(a.index) != set(b.index):
-        raise ValueError(
-            f"--compare: the two answer files hold different prompts "
-            f"({len(set(a.index) ^ set(b.index))} not in both): not a paired comparison"
-        )
-    b = b.loc[a.index]
-    gen = torch.Generator().manual_seed(seed)
-    index = torch.randint(len(a), (replicates, len(a)), generator=gen)  # (R, prompts)
-    out = []
-    for column, label, scale in COMPARED:
-        diff = scale * torch.tensor(
-            b[column].astype(float).to_numpy() - a[column].astype(float).to_numpy(),
-            dtype=torch.float64,
-        )  # (prompts,)
-        se = float(diff[index].mean(1).std())
-        out.append({"column": label, "diff": float(diff.mean()), "se": se, "scale": scale})
-    return out
+    return _paired_differences(first, second, COMPARED, key="prompt")
 
 
 def compare(out: Path, first: str, second: str) -> str:

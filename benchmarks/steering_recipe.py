@@ -47,6 +47,12 @@ setting before anything is trained.
         --setting dpo='{}' --setting nll1='{"nll_weight": 1.0}' \\
         [--prompts 64] [--context 10] [--show 2] [--max-new-tokens N] [--project .] \\
         [--out DIR] [--scratch DIR]
+    python benchmarks/steering_recipe.py --compare A B [--context 10] [--out DIR]
+
+``--compare A B`` reads two settings' answer files (of this or earlier runs,
+e.g. with different SFT bases in two project copies) and prints B − A per
+(model, user) and in NP-DPO's judge gaps, paired by prompt, ± the bootstrap
+s.e. over prompts.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks' helpers
+from paired import MARKERS, SCORES, paired_differences  # noqa: E402
 from steering_validation import OBJECTIVES, _setting  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,8 +179,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--setting",
         type=_training_setting,
         action="append",
-        required=True,
+        default=[],
         help="NAME='{json}' training overrides, e.g. nll1='{\"nll_weight\": 1.0}' (repeatable)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="print B - A, paired by prompt, from two settings' answer files under --out "
+        "(of this or earlier runs, at --context pairs); trains nothing",
     )
     parser.add_argument("--prompts", type=_positive_int, default=64, help="validation prompts")
     parser.add_argument("--context", type=_positive_int, default=10, help="context pairs")
@@ -191,6 +205,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="default: <project>/data/09_tuning")
     parser.add_argument("--scratch", type=Path, default=None, help="checkpoints (default: temp)")
     args = parser.parse_args(argv)
+    if args.compare and args.setting:
+        parser.error("--compare reads finished answer files: give it without --setting")
+    if not args.compare and not args.setting:
+        parser.error("give at least one --setting NAME='{json}' (or --compare A B)")
     names = [name for name, _ in args.setting]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -350,6 +368,82 @@ def report(label: str, scores: Any, histories: dict[str, Any], context: int, sho
             print(f"    -> {row['response']!r}")
 
 
+# (column, label, scale) that --compare pairs per (model, user); shares in points
+COMPARED = (*MARKERS, *SCORES, ("base_nll", "base NLL per token (each file's own base)", 1.0))
+
+
+def steering_gaps(scores: Any, context: int) -> Any:
+    """Per prompt, NP-DPO's judge gap ``gap_<k>``: its k-user minus its j-user on ``judge_k``."""
+    at = scores[(scores["model"] == STEERED) & (scores["num_context"] == context)]
+    out = None
+    for k, j in (OBJECTIVES, OBJECTIVES[::-1]):
+        wide = at.pivot(index="prompt_id", columns="user", values=f"judge_{k}")  # (P, users)
+        gap = (wide[k] - wide[j]).rename(f"gap_{k}")
+        out = gap.to_frame() if out is None else out.join(gap)
+    return out.reset_index()
+
+
+def compare(out: Path, first: str, second: str, context: int) -> str:
+    """``--compare``: ``second − first`` per (model, user) and in NP-DPO's judge gaps.
+
+    Both answer files (``steering_recipe_<NAME>.parquet``) must hold the same
+    validation prompts for every (model, user) at ``context`` pairs: the
+    benchmark draws its users and prompts from the seeds, so two runs are
+    paired by prompt. ± is the bootstrap s.e. over prompts. The base NLL is
+    under each file's own base policy: comparable across files only when the
+    two share their base (not when the SFT differs).
+    """
+    import pandas as pd
+
+    tables = []
+    for name in (first, second):
+        path = out / f"steering_recipe_{name}.parquet"
+        if not path.is_file():
+            raise SystemExit(f"--compare: {path} does not exist (run --setting {name}=... first)")
+        table = pd.read_parquet(path)
+        if not (table["num_context"] == context).any():
+            raise SystemExit(f"--compare: {path} has no answers at {context} context pairs")
+        tables.append(table[table["num_context"] == context])
+    a, b = tables
+    lines = [
+        f"{second} − {first}, validation, {context} context pairs, paired by prompt "
+        "(± bootstrap s.e. over prompts):",
+        "",
+        f"| model | user | measure | {first} | {second} | difference |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def add(model: str, user: str, rows: list[dict]) -> None:
+        for r in rows:
+            digits = 1 if r["scale"] == 100.0 else 3
+            lines.append(
+                f"| {model} | {user} | {r['column']} | {r['first']:.{digits}f} | "
+                f"{r['second']:.{digits}f} | {r['diff']:+.{digits}f} ± {r['se']:.{digits}f} |"
+            )
+
+    gaps = [
+        (f"gap_{k}", f"judge gap {k} ({k} − {j} user)", 1.0)
+        for k, j in (OBJECTIVES, OBJECTIVES[::-1])
+    ]
+    what = f"--compare {first} {second}"
+    add(
+        STEERED,
+        "both",
+        paired_differences(
+            steering_gaps(a, context), steering_gaps(b, context), gaps, "prompt_id", what
+        ),
+    )
+    for (model, user), rows in a.groupby(["model", "user"]):
+        other = b[(b["model"] == model) & (b["user"] == user)]
+        columns = [c for c in COMPARED if c[0] in rows and c[0] in other]
+        add(
+            model,
+            user,
+            paired_differences(rows, other, columns, "prompt_id", f"{what} ({model}, {user} user)"),
+        )
+    return "\n".join(lines)
+
+
 def _train(loaded: dict[str, Any], run_params: dict[str, Any], train_namespace: Any) -> tuple:
     """Train every retrained model on an in-memory catalog of the project's artefacts.
 
@@ -378,6 +472,9 @@ def _train(loaded: dict[str, Any], run_params: dict[str, Any], train_namespace: 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.compare:
+        print(compare(args.out, *args.compare, args.context))
+        return
     logging.basicConfig(level=logging.WARNING)
 
     import pandas as pd

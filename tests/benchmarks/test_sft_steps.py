@@ -83,8 +83,12 @@ def test_paired_differences_by_hand_match_prompts_not_rows(bench):
     second = _answers(["d", "c", "b", "a"], [True, True, False, True], [3.0, 2.0, 1.0, 1.0])
     rows = {r["column"]: r for r in bench.paired_differences(first, second)}
     assert rows["real steps (points)"]["diff"] == pytest.approx(100 * (3 - 1) / 4)
+    assert rows["real steps (points)"]["first"] == pytest.approx(25.0)
+    assert rows["real steps (points)"]["second"] == pytest.approx(75.0)
     assert rows["'First,' (points)"] == {
         "column": "'First,' (points)",
+        "first": 100.0,
+        "second": 100.0,
         "diff": 0.0,
         "se": 0.0,
         "scale": 100.0,

@@ -40,7 +40,9 @@ def test_settings_parse_in_order_with_the_defaults(recipe):
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        ([], "the following arguments are required: --setting"),
+        ([], "give at least one --setting NAME='{json}' (or --compare A B)"),
+        (["--compare", "a", "b", "--setting", "a={}"], "give it without --setting"),
+        (["--compare", "a"], "expected 2 arguments"),
         (["--setting", "nll1"], "expected NAME=JSON"),
         (["--setting", "a={bad"], "a: not JSON"),
         (["--setting", "a=[1]"], "expected a JSON object"),
@@ -219,3 +221,46 @@ def test_bad_sampling_settings_fail_with_a_clear_message(recipe, capsys, argv, n
 def test_a_bad_sampling_value_names_the_parameter(recipe, params):
     with pytest.raises(ConfigError, match=r"generation\.hh\.sampling\.max_new_tokens"):
         recipe.generation_params(params, 16, 10, None, {"max_new_tokens": 0})
+
+
+def _compare_files(tmp_path, second_steps: list[bool], shuffle: bool = False) -> None:
+    first = _scores(with_judge=True)
+    second = _scores(with_judge=True)
+    helpful = (second["model"] == "nppl_mixed") & (second["user"] == "helpfulness")
+    second.loc[helpful, "marker_concrete_steps"] = second_steps
+    second.loc[helpful, "judge_helpfulness"] = [2.0 if s else 1.0 for s in second_steps]
+    if shuffle:  # another row order: pairing must follow the prompt
+        second = second.iloc[::-1].reset_index(drop=True)
+    first.to_parquet(tmp_path / "steering_recipe_a.parquet")
+    second.to_parquet(tmp_path / "steering_recipe_b.parquet")
+
+
+def test_compare_pairs_two_runs_by_prompt_per_model_and_user(recipe, tmp_path):
+    # run b: NP-DPO's helpfulness user gives real steps on prompt 1 only (a gives them on both)
+    # and its judge helpfulness rises by 1 there
+    _compare_files(tmp_path, second_steps=[False, True], shuffle=True)
+    args = recipe.parse_args(["--compare", "a", "b", "--out", str(tmp_path)])
+    assert args.compare == ["a", "b"] and args.settings == {}
+    report = recipe.compare(tmp_path, "a", "b", context=10)
+    lines = report.splitlines()
+    assert lines[0].startswith("b − a, validation, 10 context pairs, paired by prompt")
+    row = next(x for x in lines if x.startswith("| nppl_mixed | helpfulness | real steps"))
+    assert row.endswith("| 100.0 | 50.0 | -50.0 ± 36.5 |")  # s.e. over the two prompts
+    # the helpfulness judge gap: a is 1.0 - 0.5 on both prompts; b is (1, 2) - 0.5
+    gap = next(x for x in lines if "judge gap helpfulness" in x)
+    assert gap.endswith("| 0.500 | 1.000 | +0.500 ± 0.365 |")
+    unchanged = next(x for x in lines if x.startswith("| btl_mixed | honesty | hedge"))
+    assert unchanged.endswith("| 0.0 | 0.0 | +0.0 ± 0.0 |")
+
+
+def test_compare_refuses_missing_or_unpaired_files(recipe, tmp_path):
+    _compare_files(tmp_path, second_steps=[True, True])
+    with pytest.raises(SystemExit, match="steering_recipe_c.parquet does not exist"):
+        recipe.compare(tmp_path, "a", "c", context=10)
+    with pytest.raises(SystemExit, match="no answers at 5 context pairs"):
+        recipe.compare(tmp_path, "a", "b", context=5)
+    other = _scores(with_judge=True)
+    other.loc[other["prompt_id"] == 1, "prompt_id"] = 7  # a prompt the first run never saw
+    other.to_parquet(tmp_path / "steering_recipe_c.parquet")
+    with pytest.raises(ValueError, match="different prompt_ids .* not a paired comparison"):
+        recipe.compare(tmp_path, "a", "c", context=10)
