@@ -403,6 +403,9 @@ def compare(out: Path, first: str, second: str, context: int) -> str:
         table = pd.read_parquet(path)
         if not (table["num_context"] == context).any():
             raise SystemExit(f"--compare: {path} has no answers at {context} context pairs")
+        missing = [f"judge_{k}" for k in OBJECTIVES if f"judge_{k}" not in table]
+        if missing:
+            raise SystemExit(f"--compare: {path} lacks the exact judge's columns {missing}")
         tables.append(table[table["num_context"] == context])
     a, b = tables
     lines = [

@@ -259,6 +259,9 @@ def test_compare_refuses_missing_or_unpaired_files(recipe, tmp_path):
         recipe.compare(tmp_path, "a", "c", context=10)
     with pytest.raises(SystemExit, match="no answers at 5 context pairs"):
         recipe.compare(tmp_path, "a", "b", context=5)
+    _scores(with_judge=False).to_parquet(tmp_path / "steering_recipe_c.parquet")
+    with pytest.raises(SystemExit, match=r"lacks the exact judge's columns \['judge_helpfulness'"):
+        recipe.compare(tmp_path, "a", "c", context=10)
     other = _scores(with_judge=True)
     other.loc[other["prompt_id"] == 1, "prompt_id"] = 7  # a prompt the first run never saw
     other.to_parquet(tmp_path / "steering_recipe_c.parquet")
