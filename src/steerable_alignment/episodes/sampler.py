@@ -246,3 +246,39 @@ def make_evaluation_episodes(
     )
     objective = objective_ids.repeat_interleave(episodes_per_objective)
     return EvaluationEpisodes(split_rows[picks], objective, max_context)
+
+
+def make_test_episodes(
+    split_rows: torch.Tensor,
+    num_objectives: int,
+    episodes_per_objective: int,
+    num_targets: int,
+    max_context: int,
+    seed: int,
+    *,
+    parameters: str,
+    split: str,
+    unit: str = "",
+) -> EvaluationEpisodes:
+    """The fixed episodes an evaluation scores every model on, over objectives ``0..K-1``.
+
+    :func:`make_evaluation_episodes` after
+    :func:`~steerable_alignment.episodes.sizes.check_evaluation_split`
+    (``parameters``, ``split`` and ``unit`` word its error).
+
+    Raises:
+        ConfigError: the split has fewer than ``max_context + num_targets`` pairs.
+    """
+    from steerable_alignment.episodes.sizes import check_evaluation_split
+
+    check_evaluation_split(
+        len(split_rows), max_context, num_targets, parameters=parameters, split=split, unit=unit
+    )
+    return make_evaluation_episodes(
+        split_rows,
+        torch.arange(num_objectives),
+        episodes_per_objective,
+        num_targets,
+        max_context,
+        seed,
+    )

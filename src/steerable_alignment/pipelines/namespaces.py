@@ -4,8 +4,8 @@ Every multi-variant pipeline (``reward_modelling``, ``dpo``, ``evaluation``)
 is built the same way: a few nodes shared by the data set, in the namespace
 ``<dataset>``, and one template instantiated per variant in the namespace
 ``<dataset>.<variant>`` (tagged with the variant), whose free inputs and
-parameters are mapped to the data set's. These two helpers are that
-pattern, written once.
+parameters are mapped to the data set's. These helpers are that pattern,
+written once (:func:`per_variant_node` when the template is one node).
 """
 
 from __future__ import annotations
@@ -69,6 +69,44 @@ def per_variant(
             for variant in variants
         ),
         Pipeline([]),
+    )
+
+
+def per_variant_node(
+    dataset: str,
+    variants: Iterable[str],
+    func: Callable[..., Any],
+    *,
+    name: str,
+    inputs: Mapping[str, str],
+    outputs: str,
+    tags: Iterable[str] = (),
+) -> Pipeline:
+    """``func`` once per variant, as :func:`per_variant` would build a one-node template.
+
+    Each node is ``<dataset>.<variant>.<name>`` in the namespace
+    ``<dataset>.<variant>``, tagged with the variant, writing
+    ``<dataset>.<variant>.<outputs>``.
+
+    Args:
+        inputs: ``func``'s arguments -> catalog entries; ``{variant}`` in an
+            entry becomes ``<dataset>.<variant>`` (the variant's own entry).
+        tags: added to every node, beside the variant's name.
+    """
+    return Pipeline(
+        [
+            node(
+                func,
+                inputs={
+                    k: v.replace("{variant}", f"{dataset}.{variant}") for k, v in inputs.items()
+                },
+                outputs=f"{dataset}.{variant}.{outputs}",
+                name=name,
+                namespace=f"{dataset}.{variant}",
+                tags=[*tags, variant],
+            )
+            for variant in variants
+        ]
     )
 
 

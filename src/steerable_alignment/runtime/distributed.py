@@ -1,7 +1,9 @@
 """Which process am I: a single process, or one of many under ``accelerate launch``/``torchrun``.
 
 The embedding step is data-parallel: process ``r`` of ``W`` embeds shards
-``r, r + W, r + 2W, ...``; after a barrier the main process merges.
+``r, r + W, r + 2W, ...``; after a barrier the main process merges. The
+training loop's collectives (each process's device, the gradient and
+statistics all-reduce) are here too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 from typing import Protocol
 
 import torch
+
+from steerable_alignment.runtime.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +98,48 @@ def current_processes(device: str) -> Processes:
     processes = AccelerateProcesses(cpu=cpu)
     logger.info("Process %d of %d (%s)", processes.index, processes.count, "cpu" if cpu else "cuda")
     return processes
+
+
+def process_device(name: str, processes: Processes) -> torch.device:
+    """The config's device; under a launcher with CUDA, this process's own GPU."""
+    if processes.count > 1 and name != "cpu" and torch.cuda.is_available():
+        device = torch.device("cuda", processes.local_index)
+        if name.startswith("cuda:"):
+            logger.warning(
+                "training.device=%s ignored: process %d uses %s", name, processes.index, device
+            )
+        torch.cuda.set_device(device)
+        return device
+    return resolve_device(name)
+
+
+def all_reduce_sum(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The sum of ``values`` over every process (a CPU float64 tensor back)."""
+    import torch.distributed as dist
+
+    values = values.double().to(device)
+    dist.all_reduce(values)
+    return values.cpu()
+
+
+def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Sum every process's gradients (one flat all-reduce); each process held its share of
+    the step's loss, so the sums are the whole step's gradients.
+
+    A parameter no process touched keeps ``grad = None`` (as in one process),
+    so the optimiser skips it everywhere alike.
+    """
+    import torch.distributed as dist
+
+    device = params[0].device
+    flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in params]
+    )  # (sum of numel,)
+    dist.all_reduce(flags)
+    dist.all_reduce(flat)
+    offset = 0
+    for param, flag in zip(params, flags.tolist(), strict=True):
+        size = param.numel()
+        param.grad = flat[offset : offset + size].view_as(param).to(param.dtype) if flag else None
+        offset += size

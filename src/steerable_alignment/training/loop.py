@@ -44,8 +44,14 @@ from steerable_alignment.episodes.sampler import (
 )
 from steerable_alignment.episodes.sizes import too_small_hint
 from steerable_alignment.models.config import ConfigError
-from steerable_alignment.runtime.devices import DTYPES, resolve_device
-from steerable_alignment.runtime.distributed import Processes, current_processes
+from steerable_alignment.runtime.devices import DTYPES
+from steerable_alignment.runtime.distributed import (
+    Processes,
+    all_reduce_gradients,
+    all_reduce_sum,
+    current_processes,
+    process_device,
+)
 from steerable_alignment.training import checkpointing
 from steerable_alignment.training.config import LoopConfig, lr_factor
 
@@ -329,9 +335,9 @@ def _train_step(
             stats[key] = stats.get(key, 0.0) + value
     trainable = task.trainable()
     if processes.count > 1:
-        _all_reduce_gradients(trainable)
+        all_reduce_gradients(trainable)
         values = torch.tensor([float(v) for v in stats.values()], dtype=torch.float64)
-        totals = _all_reduce_sum(values, device)
+        totals = all_reduce_sum(values, device)
         stats = dict(zip(stats, totals.tolist(), strict=True))
     if config.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
@@ -385,51 +391,6 @@ _NOT_LOGGED = ("step", "lr", "seconds")
 
 
 # -- data parallel ------------------------------------------------------------------------------
-
-
-def process_device(name: str, processes: Processes) -> torch.device:
-    """The config's device; under a launcher with CUDA, this process's own GPU."""
-    if processes.count > 1 and name != "cpu" and torch.cuda.is_available():
-        device = torch.device("cuda", processes.local_index)
-        if name.startswith("cuda:"):
-            logger.warning(
-                "training.device=%s ignored: process %d uses %s", name, processes.index, device
-            )
-        torch.cuda.set_device(device)
-        return device
-    return resolve_device(name)
-
-
-def _all_reduce_sum(values: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The sum of ``values`` over every process (a CPU float64 tensor back)."""
-    import torch.distributed as dist
-
-    values = values.double().to(device)
-    dist.all_reduce(values)
-    return values.cpu()
-
-
-def _all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Sum every process's gradients (one flat all-reduce); each process held its share of
-    the step's loss, so the sums are the whole step's gradients.
-
-    A parameter no process touched keeps ``grad = None`` (as in one process),
-    so the optimiser skips it everywhere alike.
-    """
-    import torch.distributed as dist
-
-    device = params[0].device
-    flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-    flat = torch.cat(
-        [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in params]
-    )  # (sum of numel,)
-    dist.all_reduce(flags)
-    dist.all_reduce(flat)
-    offset = 0
-    for param, flag in zip(params, flags.tolist(), strict=True):
-        size = param.numel()
-        param.grad = flat[offset : offset + size].view_as(param).to(param.dtype) if flag else None
-        offset += size
 
 
 def _rng_tensors(device: torch.device, processes: Processes) -> dict[str, torch.Tensor]:

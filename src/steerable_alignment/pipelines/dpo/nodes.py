@@ -574,29 +574,21 @@ def make_policy_evaluation_episodes(
     from steerable_alignment.pipelines.evaluation.nodes import _check_evaluation
 
     _check_evaluation(evaluation)
-    import torch
 
-    from steerable_alignment.episodes.sampler import EvaluationEpisodes, make_evaluation_episodes
-    from steerable_alignment.episodes.sizes import check_evaluation_split
+    from steerable_alignment.episodes.sampler import EvaluationEpisodes, make_test_episodes
 
     policy_data = _policy_data(pairs, features, policy_pairs, data)
     max_context = max(evaluation["context_sizes"])
-    rows = policy_data.splits[evaluation["split"]]
-    check_evaluation_split(
-        len(rows),
-        max_context,
-        evaluation["num_targets"],
-        parameters=f"dpo.{data['name']}.evaluation",
-        split=f"split '{evaluation['split']}'",
-        unit=" tokenised pairs (see 'tokenise.max_pairs' and 'tokenise.max_length')",
-    )
-    episodes = make_evaluation_episodes(
-        rows,
-        torch.arange(len(policy_data.objectives)),
+    episodes = make_test_episodes(
+        policy_data.splits[evaluation["split"]],
+        len(policy_data.objectives),
         evaluation["episodes_per_objective"],
         evaluation["num_targets"],
         max_context,
         evaluation["seed"],
+        parameters=f"dpo.{data['name']}.evaluation",
+        split=f"split '{evaluation['split']}'",
+        unit=" tokenised pairs (see 'tokenise.max_pairs' and 'tokenise.max_length')",
     )
     source = EvaluationEpisodes(
         policy_data.source_rows[episodes.rows], episodes.objective, max_context

@@ -101,6 +101,7 @@ def dataset_pipeline(dataset: str) -> Pipeline:
     policy_pairs, reference = f"{dataset}.policy_pairs", f"{dataset}.reference_logps"
     prefix = f"{dataset}.prefix_states"
     episodes = f"{dataset}.policy_evaluation_episodes"
+    given = {"pairs": pairs, "features": features, "data": data, "evaluation": evaluation}
     nodes = Pipeline(
         [
             dataset_node(
@@ -131,13 +132,7 @@ def dataset_pipeline(dataset: str) -> Pipeline:
             dataset_node(
                 make_policy_evaluation_episodes,
                 dataset,
-                inputs={
-                    "pairs": pairs,
-                    "features": features,
-                    "policy_pairs": policy_pairs,
-                    "data": data,
-                    "evaluation": evaluation,
-                },
+                inputs={**given, "policy_pairs": policy_pairs},
                 outputs=episodes,
                 name="make_policy_evaluation_episodes",
             ),
@@ -145,11 +140,8 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                 collect_reward_metrics,
                 dataset,
                 inputs={
-                    "pairs": pairs,
-                    "features": features,
+                    **given,
                     "episodes": episodes,
-                    "data": data,
-                    "evaluation": evaluation,
                     **{v: f"{dataset}.{v}.policy_predictions" for v in DPO_DATASETS[dataset]},
                 },
                 outputs=[f"{dataset}_dpo_metrics", f"{dataset}_dpo_comparisons"],

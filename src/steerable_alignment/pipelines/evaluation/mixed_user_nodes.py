@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from kedro.pipeline import Pipeline, node
+from kedro.pipeline import Pipeline
 
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.pipelines.evaluation.nodes import (
@@ -26,7 +26,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
     accuracy_trace,
     predict_context_sizes,
 )
-from steerable_alignment.pipelines.namespaces import dataset_node, per_variant
+from steerable_alignment.pipelines.namespaces import dataset_node, per_variant_node
 
 logger = logging.getLogger(__name__)
 
@@ -177,28 +177,21 @@ def make_mixed_user_episodes(
         coin), ``weights (W,)`` float64.
     """
     config = MixedUserEvaluation.from_params(mixed_users, data)
-    import torch
 
-    from steerable_alignment.episodes.sampler import make_evaluation_episodes
-    from steerable_alignment.episodes.sizes import check_evaluation_split
+    from steerable_alignment.episodes.sampler import make_test_episodes
     from steerable_alignment.evaluation.mixed_users import mixed_user_data
 
     users = mixed_user_data(pairs, features, data, config.users, config.tie_seed)
     rows = users.split.splits[config.split]
-    check_evaluation_split(
-        len(rows),
-        config.max_context,
-        config.num_targets,
-        parameters=f"mixed_users.{data['name']}",
-        split=f"split '{config.split}' of '{data['name']}'",
-    )
-    episodes = make_evaluation_episodes(
+    episodes = make_test_episodes(
         rows,
-        torch.arange(len(config.users.weights)),
+        len(config.users.weights),
         config.episodes_per_user,
         config.num_targets,
         config.max_context,
         config.seed,
+        parameters=f"mixed_users.{data['name']}",
+        split=f"split '{config.split}' of '{data['name']}'",
     )
     tied_share = users.tied[rows].double().mean(0)  # (W,)
     logger.info(
@@ -399,47 +392,33 @@ def mixed_user_pipeline(dataset: str) -> Pipeline:
     episodes = f"{dataset}.mixed_user_episodes"
     variants = REWARD_DATASETS[dataset].variants
     predictions = {v: f"{dataset}.{v}.mixed_user_predictions" for v in variants}
-    predict = per_variant(
+    given = {"pairs": pairs, "features": features, "data": data, "mixed_users": mixed}
+    predict = per_variant_node(
         dataset,
         variants,
-        lambda _: Pipeline(
-            [
-                node(
-                    predict_mixed_users,
-                    inputs={
-                        "reward_model": "reward_model",
-                        "features": "features",
-                        "episodes": "episodes",
-                        "data": "params:data",
-                        "mixed_users": "params:mixed_users",
-                    },
-                    outputs="mixed_user_predictions",
-                    name="predict_mixed_users",
-                )
-            ]
-        ),
-        inputs={"features": features, "episodes": episodes},
-        parameters={"params:data": data, "params:mixed_users": mixed},
+        predict_mixed_users,
+        name="predict_mixed_users",
+        inputs={
+            "reward_model": "{variant}.reward_model",
+            "features": features,
+            "episodes": episodes,
+            "data": data,
+            "mixed_users": mixed,
+        },
+        outputs="mixed_user_predictions",
     )
     nodes = [
         dataset_node(
             make_mixed_user_episodes,
             dataset,
-            inputs={"pairs": pairs, "features": features, "data": data, "mixed_users": mixed},
+            inputs=given,
             outputs=episodes,
             name="make_mixed_user_episodes",
         ),
         dataset_node(
             collect_mixed_user_metrics,
             dataset,
-            inputs={
-                "pairs": pairs,
-                "features": features,
-                "episodes": episodes,
-                "data": data,
-                "mixed_users": mixed,
-                **predictions,
-            },
+            inputs={**given, "episodes": episodes, **predictions},
             outputs=f"{dataset}_mixed_user_metrics",
             name="collect_mixed_user_metrics",
         ),

@@ -94,29 +94,19 @@ def make_evaluation_episodes(
         ``objective (E,)`` and ``max_context``.
     """
     _check_evaluation(evaluation)
-    import torch
-
     from steerable_alignment.contracts import dataset_tensors
-    from steerable_alignment.episodes.sampler import make_evaluation_episodes as draw
-    from steerable_alignment.episodes.sizes import check_evaluation_split
+    from steerable_alignment.episodes.sampler import make_test_episodes
 
     split = dataset_tensors(pairs, features, data)
-    rows = split.splits[evaluation["split"]]
-    max_context = max(evaluation["context_sizes"])
-    check_evaluation_split(
-        len(rows),
-        max_context,
-        evaluation["num_targets"],
-        parameters="evaluation",
-        split=f"split '{evaluation['split']}' of '{data['name']}'",
-    )
-    episodes = draw(
-        rows,
-        torch.arange(len(split.data.objectives)),
+    episodes = make_test_episodes(
+        split.splits[evaluation["split"]],
+        len(split.data.objectives),
         evaluation["episodes_per_objective"],
         evaluation["num_targets"],
-        max_context,
+        max(evaluation["context_sizes"]),
         evaluation["seed"],
+        parameters="evaluation",
+        split=f"split '{evaluation['split']}' of '{data['name']}'",
     )
     return episodes.to_tensors()
 

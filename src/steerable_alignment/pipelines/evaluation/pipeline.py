@@ -31,7 +31,7 @@ from steerable_alignment.pipelines.evaluation.nodes import (
     predict_reward_model,
     summarise_reward_metrics,
 )
-from steerable_alignment.pipelines.namespaces import concat_across, dataset_node, per_variant
+from steerable_alignment.pipelines.namespaces import concat_across, dataset_node, per_variant_node
 from steerable_alignment.pipelines.variants import (
     ACTIVE_ELICITATION_MODELS,
     DEFAULT_DPO_DATASETS,
@@ -41,33 +41,19 @@ from steerable_alignment.pipelines.variants import (
 )
 
 
-def base_pipeline() -> Pipeline:
-    """Predict with one model: the template every variant instantiates."""
-    return Pipeline(
-        [
-            node(
-                predict_reward_model,
-                inputs={
-                    "reward_model": "reward_model",
-                    "pairs": "pairs",
-                    "features": "features",
-                    "episodes": "evaluation_episodes",
-                    "data": "params:data",
-                    "evaluation": "params:evaluation",
-                },
-                outputs="predictions",
-                name="predict_reward_model",
-            )
-        ]
-    )
-
-
 def dataset_pipeline(dataset: str) -> Pipeline:
     """Everything evaluated on one data set, under the namespace ``<dataset>``."""
     spec = REWARD_DATASETS[dataset]
     data = f"params:reward_modelling.{dataset}.data"
     evaluation = f"params:evaluation.{dataset}"
     episodes = f"{dataset}.evaluation_episodes"
+    scored = {  # what every node scoring the shared episodes reads
+        "pairs": f"{dataset}.pairs",
+        "features": f"{dataset}.features",
+        "episodes": episodes,
+        "data": data,
+        "evaluation": evaluation,
+    }
     nodes = [
         dataset_node(
             make_evaluation_episodes,
@@ -88,14 +74,7 @@ def dataset_pipeline(dataset: str) -> Pipeline:
         nodes.append(
             node(
                 predict_bayes_optimal,
-                inputs={
-                    "pairs": f"{dataset}.pairs",
-                    "features": f"{dataset}.features",
-                    "episodes": episodes,
-                    "data": data,
-                    "evaluation": evaluation,
-                    "threshold": "params:synthetic_data.threshold",
-                },
+                inputs={**scored, "threshold": "params:synthetic_data.threshold"},
                 outputs=models[ORACLE_MODEL],
                 name=f"predict_{ORACLE_MODEL}",
                 namespace=f"{dataset}.{ORACLE_MODEL}",
@@ -105,14 +84,7 @@ def dataset_pipeline(dataset: str) -> Pipeline:
         dataset_node(
             collect_reward_metrics,
             dataset,
-            inputs={
-                "pairs": f"{dataset}.pairs",
-                "features": f"{dataset}.features",
-                "episodes": episodes,
-                "data": data,
-                "evaluation": evaluation,
-                **models,
-            },
+            inputs={**scored, **models},
             outputs=[f"{dataset}_reward_metrics", f"{dataset}_reward_comparisons"],
             name="collect_reward_metrics",
         ),
@@ -124,16 +96,13 @@ def dataset_pipeline(dataset: str) -> Pipeline:
             name="plot_accuracy_by_context",
         ),
     ]
-    variants = per_variant(
+    variants = per_variant_node(
         dataset,
         spec.variants,
-        lambda _: base_pipeline(),
-        inputs={
-            "pairs": f"{dataset}.pairs",
-            "features": f"{dataset}.features",
-            "evaluation_episodes": episodes,
-        },
-        parameters={"params:data": data, "params:evaluation": evaluation},
+        predict_reward_model,
+        name="predict_reward_model",
+        inputs={"reward_model": "{variant}.reward_model", **scored},
+        outputs="predictions",
     )
     return Pipeline(Pipeline(nodes) + variants, tags=[dataset])
 
@@ -203,30 +172,22 @@ def generation_pipeline(dataset: str) -> Pipeline:
             name="score_answers",
         ),
     ]
-    answers = per_variant(
+    answers = per_variant_node(
         dataset,
         DPO_DATASETS[dataset],
-        lambda _: Pipeline(
-            [
-                node(
-                    generate_answers_for_users,
-                    inputs={
-                        "base_policy": "base_policy",
-                        "policy": "policy",
-                        "pairs": "pairs",
-                        "features": "features",
-                        "users": "users",
-                        "data": "params:data",
-                        "generation": "params:generation",
-                    },
-                    outputs="generations",
-                    name="generate_answers",
-                    tags=["gpu"],
-                )
-            ]
-        ),
-        inputs={"base_policy": "base_policy", "pairs": pairs, "features": features, "users": users},
-        parameters={"params:data": data, "params:generation": generation},
+        generate_answers_for_users,
+        name="generate_answers",
+        inputs={
+            "base_policy": "base_policy",
+            "policy": "{variant}.policy",
+            "pairs": pairs,
+            "features": features,
+            "users": users,
+            "data": data,
+            "generation": generation,
+        },
+        outputs="generations",
+        tags=["gpu"],
     )
     return Pipeline(Pipeline(nodes) + answers, tags=[dataset, "generation"])
 
