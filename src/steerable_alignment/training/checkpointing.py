@@ -12,6 +12,9 @@ complete) holding:
   whose signature differs is refused, naming the differing keys;
 - whatever else the caller writes into the folder (``extra``).
 
+A run killed mid-write leaves at most a hidden ``.step-<NNNNNNNN>.*`` folder,
+which the next write removes (one run writes a checkpoint folder at a time).
+
 Nothing is unpickled: safetensors and JSON only.
 """
 
@@ -149,6 +152,8 @@ def write_checkpoint(
 
     target = step_directory(directory, step)
     payload = {"format_version": CHECKPOINT_FORMAT, "step": step, **meta}
+    for leftover in Path(directory).glob(".step-*"):  # a write a killed run left unfinished
+        shutil.rmtree(leftover, ignore_errors=True)
     with atomic_directory(target) as tmp:
         if extra is not None:
             extra(tmp)
