@@ -6,10 +6,12 @@ clone of the commit before and of the commit after (same machine, same
 
     python benchmarks/compare_runs.py /path/to/before /path/to/after
 
-Every table under ``data/08_reporting/`` (parquet: as data frames, and as
-bytes; the other files as bytes) and every tensor of every safetensors file
-under ``data/`` (features, reward models, policies, reference log-probs;
-versioned folders matched by their path without the version) are compared.
+Every file under ``data/08_reporting/`` (parquet as data frames, the rest
+as bytes), every other parquet table under ``data/`` (pairs, training
+histories, generated answers and their scores; wall-time columns, ``seconds``,
+left out) and every tensor of every safetensors file under ``data/``
+(features, reward models, policies, reference log-probs, predictions) are
+compared; versioned folders are matched by their path without the version.
 Safetensors metadata is compared separately: artefacts may record more about
 what made them without their tensors changing. Prints one line per
 difference and a summary; exits 1 when a table or a tensor differs.
@@ -26,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+#: columns that hold wall time: they differ between any two runs
+TIMING_COLUMNS = ("seconds",)
 #: a Kedro dataset version folder (``2026-12-07T08.04.48.876Z``)
 VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}\.\d{3}Z$")
 
@@ -71,6 +75,20 @@ def compare_tables(before: Path, after: Path, result: Comparison) -> None:
             result.tables_differ.append(name)
 
 
+def compare_frames(before: Path, after: Path, result: Comparison) -> None:
+    """Parquet tables outside ``08_reporting`` as data frames, without timing columns."""
+    a, b = _unversioned(before, ".parquet"), _unversioned(after, ".parquet")
+    skip = {k for k in set(a) | set(b) if k.startswith("08_reporting/")}
+    result.only_one_side += sorted((set(a) ^ set(b)) - skip)
+    for name in sorted((set(a) & set(b)) - skip):
+        left, right = pd.read_parquet(a[name]), pd.read_parquet(b[name])
+        timing = [c for c in TIMING_COLUMNS if c in left.columns]
+        if left.drop(columns=timing).equals(right.drop(columns=timing, errors="ignore")):
+            result.tables_same += 1
+        else:
+            result.tables_differ.append(name)
+
+
 def compare_tensors(before: Path, after: Path, result: Comparison) -> None:
     from safetensors import safe_open
 
@@ -104,6 +122,7 @@ def compare(before: Path, after: Path) -> Comparison:
         if not (root / "data" / "08_reporting").is_dir():
             raise FileNotFoundError(f"{root}: no data/08_reporting (run `make run` there first)")
     compare_tables(before / "data" / "08_reporting", after / "data" / "08_reporting", result)
+    compare_frames(before / "data", after / "data", result)
     compare_tensors(before / "data", after / "data", result)
     return result
 
@@ -117,7 +136,8 @@ def report(result: Comparison) -> str:
         for (file, key, change), count in sorted(result.metadata_differs.items())
     ]
     lines.append(
-        f"tables: {result.tables_same} identical, {len(result.tables_differ)} differ; "
+        f"tables and reporting files: {result.tables_same} identical, "
+        f"{len(result.tables_differ)} differ; "
         f"safetensors files: {result.tensor_files_same} with identical tensors, "
         f"{len(result.tensor_files_differ)} differ; "
         + ("SAME RESULTS" if result.same_results else "RESULTS DIFFER")

@@ -12,9 +12,13 @@ from tests.benchmarks.scripts import load_benchmark
 compare_runs = load_benchmark("compare_runs")
 
 
-def _run(root, version, weight=0.0, value=1.0, metadata=None):
+def _run(root, version, weight=0.0, value=1.0, metadata=None, seconds=1.5, loss=0.7):
     reporting = root / "data" / "08_reporting"
     reporting.mkdir(parents=True)
+    history = root / "data" / "07_model_output" / "btl" / "training_history.parquet" / version
+    history.mkdir(parents=True)
+    frame = pd.DataFrame({"step": [10], "train_loss": [loss], "seconds": [seconds]})
+    frame.to_parquet(history / "training_history.parquet")
     pd.DataFrame({"model": ["btl"], "accuracy": [value]}).to_parquet(reporting / "metrics.parquet")
     (reporting / "summary.md").write_text("# summary\n")
     folder = root / "data" / "06_models" / "btl" / "reward_model.safetensors" / version
@@ -26,10 +30,12 @@ def _run(root, version, weight=0.0, value=1.0, metadata=None):
 
 def test_same_tables_and_tensors_under_other_versions_are_the_same_results(tmp_path, capsys):
     before = _run(tmp_path / "a", "2026-12-07T08.04.48.876Z")
-    after = _run(tmp_path / "b", "2026-12-07T09.00.00.000Z", metadata={"trained_with": "{}"})
+    after = _run(
+        tmp_path / "b", "2026-12-07T09.00.00.000Z", metadata={"trained_with": "{}"}, seconds=9.0
+    )  # another wall time in the history: not a result
     assert compare_runs.main([str(before), str(after)]) == 0
     out = capsys.readouterr().out
-    assert "tables: 2 identical, 0 differ" in out and "1 with identical tensors" in out
+    assert "reporting files: 3 identical, 0 differ" in out and "1 with identical tensors" in out
     assert "metadata added: trained_with in 1 x reward_model.safetensors" in out
     assert out.rstrip().endswith("SAME RESULTS")
 
@@ -39,6 +45,7 @@ def test_same_tables_and_tensors_under_other_versions_are_the_same_results(tmp_p
     [
         ({"weight": 1e-7}, "tensors differ: 06_models/btl/reward_model.safetensors/"),
         ({"value": 0.5}, "table differs: metrics.parquet"),
+        ({"loss": 0.6}, "table differs: 07_model_output/btl/training_history.parquet/"),
     ],
 )
 def test_a_changed_tensor_or_table_is_named_and_fails(tmp_path, capsys, change, needle):
