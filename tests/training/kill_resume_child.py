@@ -35,12 +35,12 @@ def main(kind: str, checkpoint_dir: str, out: str, base_folder: str | None = Non
         weights, resumed_from = result.model.state_dict(), result.resumed_from
     else:
         from steerable_alignment.training.policies import train_policy
-        from tests.training.test_policies import _config, _policy, make_data
+        from tests.training.test_policies import make_data, tiny_policy, tiny_policy_config
 
-        config = _config(
+        config = tiny_policy_config(
             max_steps=POLICY_STEPS, eval_every=10, checkpoint_every=1, checkpoint_dir=checkpoint_dir
         )
-        result = train_policy(_policy(Path(base_folder)), make_data(), config)
+        result = train_policy(tiny_policy(Path(base_folder)), make_data(), config)
         weights = result.policy.trainable_parameters()
         resumed_from = result.resumed_from
     save_file({k: v.detach().contiguous() for k, v in weights.items()}, out)

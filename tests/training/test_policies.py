@@ -71,7 +71,7 @@ def data():
     return make_data()
 
 
-def _policy(base_folder, seed=0, **overrides):
+def tiny_policy(base_folder, seed=0, **overrides):
     values = {
         "type": "np_dpo",
         "lora_r": 4,
@@ -88,7 +88,7 @@ def _policy(base_folder, seed=0, **overrides):
     return PolicyModel(config, load_causal_lm(base_folder), base_model_name="tiny")
 
 
-def _config(**overrides):
+def tiny_policy_config(**overrides):
     values = {
         "max_steps": 6,
         "batch_episodes": 2,
@@ -124,9 +124,9 @@ class _Killed(Exception):
 def test_resumed_run_ends_exactly_as_an_uninterrupted_run(base_folder, data, tmp_path, monkeypatch):
     config = dict(grad_accum_steps=2, checkpoint_every=2, context_lr=3e-3)  # two param groups
     full = train_policy(
-        _policy(base_folder),
+        tiny_policy(base_folder),
         data,
-        _config(**config, checkpoint_dir=str(tmp_path / "full")),
+        tiny_policy_config(**config, checkpoint_dir=str(tmp_path / "full")),
     )
 
     # Killed during step 5: the last checkpoint is step 4; step 5 is lost.
@@ -140,14 +140,14 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_run(base_folder, data, tmp
         return real_sample(self, batch_size)
 
     monkeypatch.setattr(loop.EpisodeSampler, "sample", sample_then_die)
-    interrupted = _config(**config, checkpoint_dir=str(tmp_path / "resumed"))
+    interrupted = tiny_policy_config(**config, checkpoint_dir=str(tmp_path / "resumed"))
     with pytest.raises(_Killed):
-        train_policy(_policy(base_folder), data, interrupted)
+        train_policy(tiny_policy(base_folder), data, interrupted)
     monkeypatch.setattr(loop.EpisodeSampler, "sample", real_sample)
     assert [p.name for p in (tmp_path / "resumed").iterdir()] == ["step-00000004"]
 
     # Started again with the same configuration (the fresh policy's random init is overwritten).
-    resumed = train_policy(_policy(base_folder, seed=123), data, interrupted)
+    resumed = train_policy(tiny_policy(base_folder, seed=123), data, interrupted)
     assert resumed.resumed_from == 4 and full.resumed_from == 0
     _assert_equal_weights(_trainable(resumed.policy), _trainable(full.policy))
     assert resumed.best_step == full.best_step
@@ -164,21 +164,23 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_run(base_folder, data, tmp
 def test_a_checkpoint_of_another_configuration_is_refused(base_folder, data, tmp_path):
     directory = str(tmp_path / "ck")
     train_policy(
-        _policy(base_folder),
+        tiny_policy(base_folder),
         data,
-        _config(max_steps=2, checkpoint_every=2, checkpoint_dir=directory),
+        tiny_policy_config(max_steps=2, checkpoint_every=2, checkpoint_dir=directory),
     )
     with pytest.raises(ConfigError, match=r"training\.lr.*another 'training\.checkpoint_dir'"):
         train_policy(
-            _policy(base_folder),
+            tiny_policy(base_folder),
             data,
-            _config(max_steps=2, checkpoint_every=2, checkpoint_dir=directory, lr=1e-2),
+            tiny_policy_config(max_steps=2, checkpoint_every=2, checkpoint_dir=directory, lr=1e-2),
         )
 
 
 def test_the_kept_weights_are_the_best_validation_ones(base_folder, data):
-    config = _config(max_steps=8, eval_every=1, lr=0.3, lr_schedule="constant", warmup_steps=0)
-    result = train_policy(_policy(base_folder, lora_dropout=0.0), data, config)
+    config = tiny_policy_config(
+        max_steps=8, eval_every=1, lr=0.3, lr_schedule="constant", warmup_steps=0
+    )
+    result = train_policy(tiny_policy(base_folder, lora_dropout=0.0), data, config)
     losses = [row["val_loss"] for row in result.history]
     best = min(range(len(losses)), key=losses.__getitem__)
     assert result.best_step == result.history[best]["step"]
@@ -207,7 +209,7 @@ def test_the_kept_weights_are_the_best_validation_ones(base_folder, data):
 
 
 def test_cached_reference_logps_equal_recomputed(base_folder, data):
-    result = train_policy(_policy(base_folder), data, _config(max_steps=3))
+    result = train_policy(tiny_policy(base_folder), data, tiny_policy_config(max_steps=3))
     reference = result.reference
     rows = torch.nonzero(reference.known).flatten()
     assert len(rows) >= 10  # the validation pairs and every pair seen in training
@@ -224,8 +226,10 @@ def test_cached_reference_logps_equal_recomputed(base_folder, data):
 def test_gradient_accumulation_2x1_equals_one_batch_of_2(base_folder, data):
     results = []
     for accumulation in (1, 2):
-        config = _config(max_steps=2, grad_accum_steps=accumulation, lr=1e-3, grad_clip=None)
-        policy = _policy(base_folder, lora_dropout=0.0)
+        config = tiny_policy_config(
+            max_steps=2, grad_accum_steps=accumulation, lr=1e-3, grad_clip=None
+        )
+        policy = tiny_policy(base_folder, lora_dropout=0.0)
         start = _trainable(policy)
         results.append(train_policy(policy, data, config))
     one, two = (_trainable(r.policy) for r in results)
@@ -241,16 +245,16 @@ def test_gradient_accumulation_2x1_equals_one_batch_of_2(base_folder, data):
 def test_context_embeddings_of_the_wrong_size_fail_before_training(base_folder, data, monkeypatch):
     monkeypatch.setattr(policy_loop, "episode_dpo_loss", lambda *a, **k: pytest.fail("trained"))
     monkeypatch.setattr(ReferenceLogps, "ensure", lambda *a, **k: pytest.fail("forward pass"))
-    policy = _policy(base_folder, embedding_dim=EMBEDDING_DIM + 5)
+    policy = tiny_policy(base_folder, embedding_dim=EMBEDDING_DIM + 5)
     with pytest.raises(
         ConfigError, match=rf"size {EMBEDDING_DIM} .*embedding_dim={EMBEDDING_DIM + 5}"
     ):
-        train_policy(policy, data, _config())
+        train_policy(policy, data, tiny_policy_config())
 
 
 def test_btl_dpo_trains_without_context_and_scores_flat(base_folder, data):
-    policy = _policy(base_folder, type="btl_dpo", lora_dropout=0.0)
-    result = train_policy(policy, data, _config(max_steps=3))
+    policy = tiny_policy(base_folder, type="btl_dpo", lora_dropout=0.0)
+    result = train_policy(policy, data, tiny_policy_config(max_steps=3))
     trained = TrainedPolicy.from_policy(result.policy, beta=0.05)
     rebuilt = trained.build(load_causal_lm(base_folder), "tiny")
     episodes = make_evaluation_episodes(data.splits["test"], torch.arange(2), 2, 3, 3, seed=5)
@@ -272,8 +276,8 @@ def test_btl_dpo_trains_without_context_and_scores_flat(base_folder, data):
 def test_all_context_sizes_equal_one_size_at_a_time_with_one_pass_without_context(
     base_folder, data, monkeypatch, kind
 ):
-    policy = _policy(base_folder, type=kind, lora_dropout=0.0)
-    train_policy(policy, data, _config(max_steps=2))
+    policy = tiny_policy(base_folder, type=kind, lora_dropout=0.0)
+    train_policy(policy, data, tiny_policy_config(max_steps=2))
     episodes = make_evaluation_episodes(data.splits["test"], torch.arange(2), 2, 3, 3, seed=5)
     cpu = torch.device("cpu")
     reference = ReferenceLogps.empty(len(data))
@@ -319,7 +323,7 @@ def test_all_context_sizes_equal_one_size_at_a_time_with_one_pass_without_contex
 )
 def test_bad_training_parameters_name_the_parameter(key, value, needle):
     with pytest.raises(ConfigError, match=needle):
-        _config(**{key: value})
+        tiny_policy_config(**{key: value})
 
 
 def _val_episodes(data, config):
@@ -335,8 +339,8 @@ def _val_episodes(data, config):
 
 @pytest.mark.parametrize("kind", ["btl_dpo", "np_dpo"])
 def test_validation_scores_equal_the_evaluations_and_a_naive_chosen_nll(base_folder, data, kind):
-    config = _config(max_steps=2, lr=2e-2)
-    result = train_policy(_policy(base_folder, type=kind, lora_dropout=0.0), data, config)
+    config = tiny_policy_config(max_steps=2, lr=2e-2)
+    result = train_policy(tiny_policy(base_folder, type=kind, lora_dropout=0.0), data, config)
     policy, reference, cpu = result.policy, result.reference, torch.device("cpu")
     episodes = _val_episodes(data, config)
     scores = validate_policy(
@@ -373,8 +377,8 @@ def test_validation_scores_equal_the_evaluations_and_a_naive_chosen_nll(base_fol
 
 
 def test_nll_weight_zero_trains_exactly_as_plain_dpo(base_folder, data, monkeypatch):
-    config = _config(max_steps=3, eval_every=1)
-    default = train_policy(_policy(base_folder), data, config)
+    config = tiny_policy_config(max_steps=3, eval_every=1)
+    default = train_policy(tiny_policy(base_folder), data, config)
     dpo_loss = episode_loss.dpo_loss
 
     def plain_dpo(pc, pr, rc, rr, beta, chosen_token_counts=None, nll_weight=0.0):
@@ -384,7 +388,7 @@ def test_nll_weight_zero_trains_exactly_as_plain_dpo(base_folder, data, monkeypa
         return episode_loss.DPOOutput(out.loss, out.chosen_rewards, out.rejected_rewards, nll)
 
     monkeypatch.setattr(episode_loss, "dpo_loss", plain_dpo)
-    plain = train_policy(_policy(base_folder), data, config)
+    plain = train_policy(tiny_policy(base_folder), data, config)
     _assert_equal_weights(_trainable(default.policy), _trainable(plain.policy))
     assert [r["val_loss"] for r in default.history] == [r["val_loss"] for r in plain.history]
     assert [r["train_loss"] for r in default.history] == [r["train_loss"] for r in plain.history]
@@ -394,11 +398,11 @@ def test_nll_weight_zero_trains_exactly_as_plain_dpo(base_folder, data, monkeypa
 def test_nll_weight_lowers_the_chosen_nll_and_is_recorded(base_folder, data):
     results = {}
     for weight in (0.0, 1.0):
-        config = _config(
+        config = tiny_policy_config(
             max_steps=4, eval_every=2, lr=1e-2, lr_schedule="constant", warmup_steps=0,
             nll_weight=weight,
         )  # fmt: skip
-        results[weight] = train_policy(_policy(base_folder, lora_dropout=0.0), data, config)
+        results[weight] = train_policy(tiny_policy(base_folder, lora_dropout=0.0), data, config)
     plain, with_nll = results[0.0].history, results[1.0].history
     assert {"train_chosen_nll", "val_chosen_nll", "val_loss"} <= set(with_nll[-1])
     # the same first step's batch: the NLL term is in the minimised loss, not in val_loss
@@ -413,11 +417,11 @@ def test_nll_weight_at_its_default_keeps_older_checkpoint_signatures(tmp_path):
     from steerable_alignment.training import checkpointing
     from steerable_alignment.training.config import RESUMABLE_CHANGES
 
-    default = _config().signature()
+    default = tiny_policy_config().signature()
     assert "nll_weight" not in default  # as written before the option existed
-    older = {k: v for k, v in _config().to_dict().items() if k != "nll_weight"}
+    older = {k: v for k, v in tiny_policy_config().to_dict().items() if k != "nll_weight"}
     assert default == {k: v for k, v in older.items() if k not in RESUMABLE_CHANGES}
-    weighted = _config(nll_weight=0.5).signature()
+    weighted = tiny_policy_config(nll_weight=0.5).signature()
     assert weighted["nll_weight"] == 0.5
     checkpointing.check_signature(tmp_path, {"training": default}, {"training": default})
     with pytest.raises(ConfigError, match=r"training\.nll_weight.*\(None, 0\.5\)"):
@@ -425,21 +429,23 @@ def test_nll_weight_at_its_default_keeps_older_checkpoint_signatures(tmp_path):
 
 
 def test_the_context_path_gets_its_own_learning_rate(base_folder):
-    policy = _policy(base_folder)
-    groups = policy_loop._param_groups(policy, _config(lr=1e-4, context_lr=2e-3))
+    policy = tiny_policy(base_folder)
+    groups = policy_loop._param_groups(policy, tiny_policy_config(lr=1e-4, context_lr=2e-3))
     names = {id(p): n for n, p in policy.trainable_parameters().items()}
     adapters, context = ({names[id(p)] for p in g["params"]} for g in groups)
     assert "lr" not in groups[0] and groups[1]["lr"] == 2e-3
     assert adapters and all("lora_" in n for n in adapters)
     assert context and all(n.startswith(("film.", "context_encoder.")) for n in context)
     assert adapters | context == set(names.values())
-    single = policy_loop._param_groups(policy, _config(lr=1e-4))
+    single = policy_loop._param_groups(policy, tiny_policy_config(lr=1e-4))
     assert len(single) == 1 and len(single[0]["params"]) == len(names)
 
 
 def test_a_split_too_small_for_an_episode_fails_clearly(base_folder, data):
     with pytest.raises(ConfigError, match=r"validation split has 10 tokenised pairs"):
-        train_policy(_policy(base_folder), data, _config(num_targets=9, max_context=3))
+        train_policy(
+            tiny_policy(base_folder), data, tiny_policy_config(num_targets=9, max_context=3)
+        )
 
 
 # Run by two processes under `accelerate launch` (gloo on the CPU).
@@ -448,14 +454,14 @@ import sys
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
-from tests.training.test_policies import _config, _policy, make_data
+from tests.training.test_policies import make_data, tiny_policy, tiny_policy_config
 from steerable_alignment.training.policies import train_policy
 
 torch.set_num_threads(1)
 folder, out, checkpoints = sys.argv[1:4]
-config = _config(max_steps=2, lr=1e-3, grad_clip=None, checkpoint_every=1,
+config = tiny_policy_config(max_steps=2, lr=1e-3, grad_clip=None, checkpoint_every=1,
                  checkpoint_dir=checkpoints)
-result = train_policy(_policy(folder, lora_dropout=0.0), make_data(), config)
+result = train_policy(tiny_policy(folder, lora_dropout=0.0), make_data(), config)
 if dist.get_rank() == 0:
     state = {k: v.detach().contiguous() for k, v in result.policy.trainable_parameters().items()}
     state["train_loss"] = torch.tensor(result.history[-1]["train_loss"])
@@ -500,8 +506,8 @@ def test_two_data_parallel_processes_equal_one_with_accumulation(base_folder, da
     assert result.returncode == 0, log[-4000:]
     assert "rank 0 of 2 done" in log and "rank 1 of 2 done" in log
 
-    config = _config(max_steps=2, lr=1e-3, grad_clip=None, grad_accum_steps=2)
-    single = train_policy(_policy(base_folder, lora_dropout=0.0), data, config)
+    config = tiny_policy_config(max_steps=2, lr=1e-3, grad_clip=None, grad_accum_steps=2)
+    single = train_policy(tiny_policy(base_folder, lora_dropout=0.0), data, config)
     parallel = load_file(out)
     assert float(parallel.pop("train_loss")) == pytest.approx(
         single.history[-1]["train_loss"], abs=1e-6
@@ -521,7 +527,7 @@ def test_a_checkpoint_made_from_other_inputs_is_refused_naming_what_changed(
     """Issue 14: resuming (or returning a finished run) must not silently keep what the
     checkpoint was made from when the reference, the base weights or the warm start change."""
     directory = str(tmp_path / "ck")
-    config = _config(max_steps=2, checkpoint_every=2, checkpoint_dir=directory)
+    config = tiny_policy_config(max_steps=2, checkpoint_every=2, checkpoint_dir=directory)
     reference = ReferenceLogps.empty(len(data))
     rows = torch.arange(len(data))
     with torch.no_grad():
@@ -529,20 +535,22 @@ def test_a_checkpoint_made_from_other_inputs_is_refused_naming_what_changed(
             batch = pair_sequences(data.sequences, rows, torch.full_like(rows, side))
             reference.values[:, side] = base_model_logps(load_causal_lm(base_folder), batch)
     reference.known[:] = True
-    train_policy(_policy(base_folder), data, config, reference=copy_reference(reference))
+    train_policy(tiny_policy(base_folder), data, config, reference=copy_reference(reference))
     # the same inputs: the finished run is returned
-    again = train_policy(_policy(base_folder), data, config, reference=copy_reference(reference))
+    again = train_policy(
+        tiny_policy(base_folder), data, config, reference=copy_reference(reference)
+    )
     assert again.resumed_from == 2
     shifted = copy_reference(reference)
     shifted.values += 5.0
     with pytest.raises(ConfigError, match=r"'reference': \("):
-        train_policy(_policy(base_folder), data, config, reference=shifted)
-    other_base = _policy(base_folder)
+        train_policy(tiny_policy(base_folder), data, config, reference=shifted)
+    other_base = tiny_policy(base_folder)
     with torch.no_grad():
         next(p for p in other_base.parameters() if not p.requires_grad).mul_(1.01)
     with pytest.raises(ConfigError, match=r"'base_weights': \("):
         train_policy(other_base, data, config, reference=copy_reference(reference))
-    warm = _policy(base_folder)
+    warm = tiny_policy(base_folder)
     warm.warm_start_digest = "another encoder"
     with pytest.raises(ConfigError, match=r"'warm_start': \(None, 'another encoder'\)"):
         train_policy(warm, data, config, reference=copy_reference(reference))

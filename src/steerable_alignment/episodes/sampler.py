@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from steerable_alignment.episodes.batch import EpisodeBatch
+from steerable_alignment.episodes.sizes import check_evaluation_split
 
 
 @dataclass(frozen=True)
@@ -269,8 +270,6 @@ def make_test_episodes(
     Raises:
         ConfigError: the split has fewer than ``max_context + num_targets`` pairs.
     """
-    from steerable_alignment.episodes.sizes import check_evaluation_split
-
     check_evaluation_split(
         len(split_rows), max_context, num_targets, parameters=parameters, split=split, unit=unit
     )
