@@ -60,33 +60,43 @@ def _unversioned(root: Path, suffix: str) -> dict[str, Path]:
     return out
 
 
-def compare_tables(before: Path, after: Path, result: Comparison) -> None:
-    a = {str(p.relative_to(before)): p for p in before.rglob("*") if p.is_file()}
-    b = {str(p.relative_to(after)): p for p in after.rglob("*") if p.is_file()}
+def _same_file(left: Path, right: Path, drop_timing: bool) -> bool:
+    """Parquet as data frames (without wall-time columns if ``drop_timing``), else bytes."""
+    if left.suffix != ".parquet":
+        return left.read_bytes() == right.read_bytes()
+    a, b = pd.read_parquet(left), pd.read_parquet(right)
+    if drop_timing:
+        a = a.drop(columns=list(TIMING_COLUMNS), errors="ignore")
+        b = b.drop(columns=list(TIMING_COLUMNS), errors="ignore")
+    return a.equals(b)
+
+
+def _compare_files(
+    a: dict[str, Path], b: dict[str, Path], result: Comparison, drop_timing: bool
+) -> None:
+    """Files matched by name: a name on one side only, then each pair compared."""
     result.only_one_side += sorted(set(a) ^ set(b))
     for name in sorted(set(a) & set(b)):
-        if name.endswith(".parquet"):
-            same = pd.read_parquet(a[name]).equals(pd.read_parquet(b[name]))
-        else:
-            same = a[name].read_bytes() == b[name].read_bytes()
-        if same:
+        if _same_file(a[name], b[name], drop_timing):
             result.tables_same += 1
         else:
             result.tables_differ.append(name)
+
+
+def compare_tables(before: Path, after: Path, result: Comparison) -> None:
+    """Every file under ``08_reporting``, timing columns included."""
+    a = {str(p.relative_to(before)): p for p in before.rglob("*") if p.is_file()}
+    b = {str(p.relative_to(after)): p for p in after.rglob("*") if p.is_file()}
+    _compare_files(a, b, result, drop_timing=False)
 
 
 def compare_frames(before: Path, after: Path, result: Comparison) -> None:
     """Parquet tables outside ``08_reporting`` as data frames, without timing columns."""
     a, b = _unversioned(before, ".parquet"), _unversioned(after, ".parquet")
     skip = {k for k in set(a) | set(b) if k.startswith("08_reporting/")}
-    result.only_one_side += sorted((set(a) ^ set(b)) - skip)
-    for name in sorted((set(a) & set(b)) - skip):
-        left, right = pd.read_parquet(a[name]), pd.read_parquet(b[name])
-        timing = [c for c in TIMING_COLUMNS if c in left.columns]
-        if left.drop(columns=timing).equals(right.drop(columns=timing, errors="ignore")):
-            result.tables_same += 1
-        else:
-            result.tables_differ.append(name)
+    a = {k: v for k, v in a.items() if k not in skip}
+    b = {k: v for k, v in b.items() if k not in skip}
+    _compare_files(a, b, result, drop_timing=True)
 
 
 def compare_tensors(before: Path, after: Path, result: Comparison) -> None:

@@ -17,7 +17,9 @@ def _run(root, version, weight=0.0, value=1.0, metadata=None, seconds=1.5, loss=
     reporting.mkdir(parents=True)
     history = root / "data" / "07_model_output" / "btl" / "training_history.parquet" / version
     history.mkdir(parents=True)
-    frame = pd.DataFrame({"step": [10], "train_loss": [loss], "seconds": [seconds]})
+    frame = pd.DataFrame({"step": [10], "train_loss": [loss]})
+    if seconds is not None:
+        frame["seconds"] = seconds
     frame.to_parquet(history / "training_history.parquet")
     pd.DataFrame({"model": ["btl"], "accuracy": [value]}).to_parquet(reporting / "metrics.parquet")
     (reporting / "summary.md").write_text("# summary\n")
@@ -38,6 +40,15 @@ def test_same_tables_and_tensors_under_other_versions_are_the_same_results(tmp_p
     assert "reporting files: 3 identical, 0 differ" in out and "1 with identical tensors" in out
     assert "metadata added: trained_with in 1 x reward_model.safetensors" in out
     assert out.rstrip().endswith("SAME RESULTS")
+
+
+@pytest.mark.parametrize("before_seconds", [None, 1.5])
+def test_a_wall_time_column_on_one_side_only_is_not_a_result(tmp_path, capsys, before_seconds):
+    after_seconds = None if before_seconds is not None else 2.0
+    before = _run(tmp_path / "a", "2026-12-07T08.04.48.876Z", seconds=before_seconds)
+    after = _run(tmp_path / "b", "2026-12-07T08.04.48.876Z", seconds=after_seconds)
+    assert compare_runs.main([str(before), str(after)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("SAME RESULTS")
 
 
 @pytest.mark.parametrize(
