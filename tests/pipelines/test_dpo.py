@@ -374,6 +374,25 @@ def test_max_pairs_caps_each_split(hh, run):
     assert counts["validation"] == (pairs["split"] == "validation").sum()
 
 
+def test_a_splits_subset_does_not_depend_on_another_splits_cap(hh, run):
+    catalog, params, _ = run
+    pairs, _ = hh
+
+    def kept(max_pairs):
+        tokens = tokenise_policy_pairs(
+            catalog.load("base_policy"),
+            pairs,
+            params["dpo"]["hh"]["data"],
+            {"max_length": 128, "max_pairs": max_pairs, "seed": 3},
+        )
+        table = pairs.set_index("pair_id").loc[tokens["pair_id"].tolist(), "split"]
+        return {split: set(table.index[table == split]) for split in ("train", "test")}
+
+    few, more = kept({"train": 5, "test": 4}), kept({"train": 12, "test": 4})
+    assert len(few["train"]) == 5 and len(more["train"]) == 12
+    assert few["test"] == more["test"] and len(few["test"]) == 4
+
+
 def test_dpo_on_hh_is_in_the_default_run_and_dpo_all_adds_hht():
     from kedro.framework.project import configure_project
 

@@ -77,7 +77,10 @@ def prepare_base_policy(base: dict[str, Any]) -> Any:
 
 
 def _select_subset(pairs: pd.DataFrame, max_pairs: Any, seed: int, name: str) -> pd.DataFrame:
-    """At most ``max_pairs[split]`` pairs of each split, drawn with ``seed``, in table order."""
+    """At most ``max_pairs[split]`` pairs of each split, drawn with ``seed``, in table order.
+
+    Each split draws from its own stream (``seed`` and the split's index), so a
+    split's subset does not change with another split's cap."""
     if max_pairs is None:
         return pairs
     if not isinstance(max_pairs, Mapping) or set(max_pairs) - set(SPLIT_NAMES):
@@ -87,9 +90,8 @@ def _select_subset(pairs: pd.DataFrame, max_pairs: Any, seed: int, name: str) ->
         )
     import numpy as np
 
-    rng = np.random.default_rng(seed)
     keep = []
-    for split in SPLIT_NAMES:
+    for index, split in enumerate(SPLIT_NAMES):
         rows = np.flatnonzero(pairs["split"].to_numpy() == split)
         cap = max_pairs.get(split)
         if cap is not None:
@@ -98,6 +100,7 @@ def _select_subset(pairs: pd.DataFrame, max_pairs: Any, seed: int, name: str) ->
                     f"Parameter '{name}.max_pairs.{split}': a positive integer or null, got {cap!r}"
                 )
             if len(rows) > cap:
+                rng = np.random.default_rng([seed, index])
                 rows = np.sort(rng.choice(rows, size=cap, replace=False))
         keep.append(rows)
     return pairs.iloc[np.sort(np.concatenate(keep))]
