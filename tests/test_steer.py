@@ -41,6 +41,7 @@ TRAINED_NODES = (
     "prepare_base_policy",
     "fine_tune_base_policy",
     "hh.tokenise_policy_pairs",
+    "hh.compute_prefix_states",
     "hh.compute_reference_logps",
     "hh.nppl_mixed.train_policy",
 )

@@ -241,6 +241,50 @@ def test_sft_off_keeps_the_pretrained_model_and_bad_keys_fail(hh, run):
         fine_tune_base_policy(pretrained, *args, bad)
 
 
+def test_the_sft_starts_from_the_shared_prefix_states(hh, run, caplog):
+    """The pipeline's SFT reads ``hh.prefix_states`` (computed from the pretrained model)
+    instead of running its lower block again; the result matches computing them itself."""
+    from steerable_alignment.pipelines.dpo.nodes import fine_tune_base_policy
+    from steerable_alignment.policy.blocks import decoder_blocks
+
+    catalog, params, _ = run
+    pretrained = catalog.load("pretrained_policy")
+    args = (*hh, catalog.load("hh.policy_pairs"), params["dpo"]["hh"]["data"], params["dpo"]["sft"])
+    prefix, reference = catalog.load("hh.prefix_states"), params["dpo"]["hh"]["reference"]
+    with caplog.at_level("INFO", logger="steerable_alignment.pipelines.dpo.nodes"):
+        shared, _ = fine_tune_base_policy(pretrained, *args, prefix, reference)
+    assert "dpo.sft: starts from hh.prefix_states (block 1)" in caplog.text
+    caplog.clear()
+    other_dtype = {**reference, "prefix_dtype": "bfloat16"}  # not the SFT's: computed again
+    with caplog.at_level("INFO", logger="steerable_alignment.pipelines.dpo.nodes"):
+        own, _ = fine_tune_base_policy(pretrained, *args, prefix, other_dtype)
+    assert "starts from" not in caplog.text
+    for a, b in zip(*(decoder_blocks(m.model) for m in (shared, own)), strict=True):
+        for (name, value), other in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(value, other, rtol=1e-4, atol=1e-6), name
+
+
+def test_reference_logps_refuse_prefix_states_of_other_weights_pairs_or_cut(run):
+    from steerable_alignment.pipelines.dpo.nodes import reference_logps
+
+    catalog, params, _ = run
+    tokens, prefix = catalog.load("hh.policy_pairs"), catalog.load("hh.prefix_states")
+    data, reference = params["dpo"]["hh"]["data"], params["dpo"]["hh"]["reference"]
+    base = catalog.load("base_policy")
+    stored = catalog.load("hh.reference_logps")["logps"]
+    assert torch.equal(reference_logps(base, tokens, prefix, data, reference)["logps"], stored)
+    changed = copy.deepcopy(base)  # an SFT that adapted block 0, below the cut
+    with torch.no_grad():
+        changed.model.model.layers[0].mlp.down_proj.weight.mul_(1.01)
+    with pytest.raises(ConfigError, match=r"other weights below block 1 than base_policy's"):
+        reference_logps(changed, tokens, prefix, data, reference)
+    with pytest.raises(ConfigError, match=r"entering block 1, 'dpo\.hh\.reference\.trained"):
+        reference_logps(base, tokens, prefix, data, {**reference, "trained_blocks": "all"})
+    few = {k: (v[:6] if k != "pad_token_id" else v) for k, v in tokens.items()}
+    with pytest.raises(ConfigError, match=r"hh\.prefix_states' was computed for other policy"):
+        reference_logps(base, few, prefix, data, reference)
+
+
 def test_reference_logps_cover_every_tokenised_pair(run):
     catalog, _, _ = run
     tokens = catalog.load("hh.policy_pairs")

@@ -216,21 +216,203 @@ def check_prefix_state_size(
         )
 
 
+def _reference_setup(
+    model_policy: Any, policy_pairs: dict[str, Any], data: dict[str, Any], reference: dict[str, Any]
+) -> dict[str, Any]:
+    """What both reference nodes read from ``reference``, checked before any model work."""
+    name = f"dpo.{data['name']}.reference"
+    _check_keys(
+        reference,
+        name,
+        {"batch_size"},
+        {"device", "trained_blocks", "prefix_dtype", "max_prefix_state_gib"},
+    )
+    import copy
+
+    import torch
+
+    from steerable_alignment.policy.blocks import decoder_blocks
+    from steerable_alignment.policy.config import resolve_layers
+    from steerable_alignment.policy.pairs import policy_pairs_from_tensors
+
+    sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
+    device = _device(reference.get("device", "auto"), f"{name}.device")
+    model = model_policy.model
+    if next(model.parameters()).device != device:
+        model = copy.deepcopy(model).to(device)
+    trained = resolve_layers(
+        reference.get("trained_blocks", "all"),
+        len(decoder_blocks(model)),
+        f"{name}.trained_blocks",
+    )
+    prefix_dtype = str(reference.get("prefix_dtype", "float32"))
+    if prefix_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(
+            f"Parameter '{name}.prefix_dtype': expected float32 or bfloat16, got {prefix_dtype!r}"
+        )
+    return {
+        "name": name,
+        "sequences": sequences,
+        "device": device,
+        "model": model,
+        "cut": min(trained),  # blocks below it are frozen for every policy
+        "prefix_dtype": prefix_dtype,
+        "per_chunk": max(int(reference["batch_size"]) // 2, 1),
+        # short pairs first: less padding
+        "rows": torch.argsort(sequences.seq_len.max(1).values),
+    }
+
+
+def lower_blocks_digest(model: Any, cut: int) -> Any:
+    """(8,) uint8: a digest of the weights below block ``cut`` (the embeddings, blocks
+    ``0 .. cut-1``), the weights the prefix states were computed with."""
+    import torch
+
+    from steerable_alignment.policy.blocks import decoder_blocks
+    from steerable_alignment.policy.model import tensors_digest
+
+    named = {f"embed.{n}": p for n, p in model.get_input_embeddings().named_parameters()}
+    for index, block in enumerate(decoder_blocks(model)[:cut]):
+        named.update({f"{index}.{n}": p for n, p in block.named_parameters()})
+    return torch.tensor(list(bytes.fromhex(tensors_digest(named))), dtype=torch.uint8)
+
+
+def compute_prefix_states(
+    pretrained_policy: Any,
+    policy_pairs: dict[str, Any],
+    data: dict[str, Any],
+    reference: dict[str, Any],
+) -> dict[str, Any]:
+    """The hidden states entering the lowest trained block of every tokenised (pair, side).
+
+    When the data set's policies adapt only their top blocks
+    (``reference.trained_blocks``), the blocks below are frozen and
+    unconditioned — in the pretrained model, in the SFT base (which adapts
+    only blocks at or above the cut: :func:`reference_logps` checks) and in
+    every policy — so every later forward pass starts from these states
+    (:mod:`steerable_alignment.policy.prefix`): the SFT, the reference
+    log-probs, training, evaluation. The equivalence is checked on the model
+    first. ``reference`` as in :func:`compute_reference_logps`.
+
+    Returns:
+        ``pair_id (P,)``, ``blocks`` (the cut; 0 when off) and, when on,
+        ``states (P, 2, L, H)`` float32 and ``lower_digest`` (the weights
+        below the cut: :func:`lower_blocks_digest`).
+    """
+    import torch
+
+    from steerable_alignment.policy.pairs import pair_sequences
+    from steerable_alignment.policy.prefix import check_prefix_states
+
+    setup = _reference_setup(pretrained_policy, policy_pairs, data, reference)
+    sequences, model, cut, device = (setup[k] for k in ("sequences", "model", "cut", "device"))
+    prefix = {"pair_id": sequences.pair_id, "blocks": torch.tensor(cut)}
+    if cut == 0:
+        return prefix
+    num_pairs, _, length = sequences.input_ids.shape
+    check_prefix_state_size(  # before any model work: one float32 tensor in host memory
+        num_pairs,
+        length,
+        model.config.hidden_size,
+        reference.get("max_prefix_state_gib", DEFAULT_MAX_PREFIX_STATE_GIB),
+        setup["name"],
+    )
+    first = torch.arange(min(num_pairs, 2))
+    sample = pair_sequences(sequences, first, torch.zeros_like(first)).to(device)
+    difference = check_prefix_states(model, sample, cut)
+    logger.info(
+        "%s: states entering block %d are computed once in %s (mechanism checked in "
+        "float32: %.2g nats off the full forward pass)",
+        data["name"],
+        cut,
+        setup["prefix_dtype"],
+        difference,
+    )
+    states = lower_block_states(
+        model,
+        sequences,
+        setup["rows"],
+        cut,
+        int(reference["batch_size"]),
+        device,
+        setup["prefix_dtype"],
+    )  # (P, 2, L, H)
+    return {**prefix, "states": states, "lower_digest": lower_blocks_digest(model, cut)}
+
+
+def reference_logps(
+    base_policy: Any,
+    policy_pairs: dict[str, Any],
+    prefix_states: dict[str, Any],
+    data: dict[str, Any],
+    reference: dict[str, Any],
+) -> dict[str, Any]:
+    """Reference log-probs of every tokenised (pair, side), once for every policy of a data set.
+
+    The reference policy is the base model (adapters and FiLM off); its
+    log-probs never change, so training and evaluation read them from here.
+    With prefix states (:func:`compute_prefix_states`) only the blocks from
+    the cut up run here.
+
+    Returns:
+        ``pair_id (P,)`` and ``logps (P, 2)`` float32 (response a, response b).
+
+    Raises:
+        ConfigError: the prefix states were computed for other pairs, another
+            cut, or with other weights below the cut than the base policy's
+            (e.g. an SFT that adapts blocks below ``reference.trained_blocks``).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from steerable_alignment.policy.pairs import ReferenceLogps, pair_sequences
+    from steerable_alignment.policy.scoring import base_model_logps
+
+    setup = _reference_setup(base_policy, policy_pairs, data, reference)
+    sequences, model, cut, device = (setup[k] for k in ("sequences", "model", "cut", "device"))
+    given = f"'{data['name']}.prefix_states'"
+    if not torch.equal(prefix_states["pair_id"], sequences.pair_id):
+        raise ConfigError(f"{given} was computed for other policy pairs: run its node again")
+    if int(prefix_states["blocks"]) != cut:
+        raise ConfigError(
+            f"{given} holds the states entering block {int(prefix_states['blocks'])}, "
+            f"'{setup['name']}.trained_blocks' cuts at block {cut}: run its node again"
+        )
+    if cut > 0 and not torch.equal(prefix_states["lower_digest"], lower_blocks_digest(model, cut)):
+        raise ConfigError(
+            f"{given} was computed with other weights below block {cut} than base_policy's: "
+            f"the SFT ('dpo.sft.policy.layers_to_transform') must adapt only blocks that "
+            f"'{setup['name']}.trained_blocks' trains, or the states must be computed again"
+        )
+    cache = ReferenceLogps.empty(len(sequences))
+    rows, per_chunk = setup["rows"], setup["per_chunk"]
+    with torch.no_grad():
+        for start in tqdm(
+            range(0, len(rows), per_chunk), desc=f"{data['name']} reference", leave=False
+        ):
+            chunk = rows[start : start + per_chunk]  # (m,)
+            both = torch.cat([chunk, chunk])  # (2m,)
+            sides = torch.cat([torch.zeros_like(chunk), torch.ones_like(chunk)])  # (2m,)
+            batch = pair_sequences(sequences, both, sides)
+            if cut > 0:
+                width = batch.input_ids.shape[1]
+                lower = prefix_states["states"][both, sides, :width]  # (2m, L_b, H)
+                batch = dataclasses.replace(batch, prefix_states=lower, prefix_blocks=cut)
+            logps = base_model_logps(model, batch.to(device)).float().cpu()  # (2m,)
+            cache.values[chunk] = torch.stack([logps[: len(chunk)], logps[len(chunk) :]], 1)
+    logger.info("%s.reference_logps: %d pairs on %s", data["name"], len(sequences), device)
+    return {"pair_id": sequences.pair_id, "logps": cache.values}
+
+
 def compute_reference_logps(
     base_policy: Any,
     policy_pairs: dict[str, Any],
     data: dict[str, Any],
     reference: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Reference log-probs of every tokenised (pair, side), once for every policy of a data set.
-
-    The reference policy is the base model (adapters and FiLM off); its
-    log-probs never change, so training and evaluation read them from here.
-    When the data set's policies adapt only their top blocks
-    (``reference.trained_blocks``), the hidden states entering the lowest
-    of them are kept too (the *prefix states*, :mod:`steerable_alignment.policy.prefix`):
-    the blocks below are frozen and unconditioned, so every later forward
-    pass starts there. The equivalence is checked on the model first.
+    """The prefix states and reference log-probs of one model: :func:`compute_prefix_states`
+    and :func:`reference_logps` in turn (the pipeline runs them as two nodes, the states
+    from the pretrained model before the SFT).
 
     Args:
         reference: ``batch_size`` (sequences per forward pass), ``device`` and
@@ -246,106 +428,11 @@ def compute_reference_logps(
             the reference is then the base model with its lower blocks in bf16).
 
     Returns:
-        ``reference_logps``: ``pair_id (P,)`` and ``logps (P, 2)`` float32
-        (response a, response b); ``prefix_states``: ``pair_id (P,)``,
-        ``blocks`` (the cut, 0 when off) and ``states (P, 2, L, H)`` float32.
+        ``reference_logps`` (:func:`reference_logps`) and ``prefix_states``
+        (:func:`compute_prefix_states`).
     """
-    name = f"dpo.{data['name']}.reference"
-    _check_keys(
-        reference,
-        name,
-        {"batch_size"},
-        {"device", "trained_blocks", "prefix_dtype", "max_prefix_state_gib"},
-    )
-    import copy
-
-    import torch
-    from tqdm.auto import tqdm
-
-    from steerable_alignment.policy.blocks import decoder_blocks
-    from steerable_alignment.policy.config import resolve_layers
-    from steerable_alignment.policy.pairs import (
-        ReferenceLogps,
-        pair_sequences,
-        policy_pairs_from_tensors,
-    )
-    from steerable_alignment.policy.prefix import check_prefix_states, compute_prefix_states
-    from steerable_alignment.policy.scoring import base_model_logps
-
-    sequences = policy_pairs_from_tensors(policy_pairs, f"{data['name']}.policy_pairs")
-    device = _device(reference.get("device", "auto"), f"{name}.device")
-    model = base_policy.model
-    if next(model.parameters()).device != device:
-        model = copy.deepcopy(model).to(device)
-    trained = resolve_layers(
-        reference.get("trained_blocks", "all"),
-        len(decoder_blocks(model)),
-        f"{name}.trained_blocks",
-    )
-    cut = min(trained)  # blocks below it are frozen for every policy
-    prefix_dtype = str(reference.get("prefix_dtype", "float32"))
-    if prefix_dtype not in ("float32", "bfloat16"):
-        raise ConfigError(
-            f"Parameter '{name}.prefix_dtype': expected float32 or bfloat16, got {prefix_dtype!r}"
-        )
-    lower_autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if prefix_dtype == "bfloat16"
-        else contextlib.nullcontext()
-    )
-    batch_size = int(reference["batch_size"])
-    num_pairs, _, length = sequences.input_ids.shape
-    if cut > 0:  # before any model work: the states are one float32 tensor in host memory
-        check_prefix_state_size(
-            num_pairs,
-            length,
-            model.config.hidden_size,
-            reference.get("max_prefix_state_gib", DEFAULT_MAX_PREFIX_STATE_GIB),
-            name,
-        )
-    states = None
-    if cut > 0:
-        first = torch.arange(min(num_pairs, 2))
-        sample = pair_sequences(sequences, first, torch.zeros_like(first)).to(device)
-        difference = check_prefix_states(model, sample, cut)
-        logger.info(
-            "%s: states entering block %d are computed once in %s (mechanism checked in "
-            "float32: %.2g nats off the full forward pass)",
-            data["name"],
-            cut,
-            prefix_dtype,
-            difference,
-        )
-        states = torch.zeros(num_pairs, 2, length, model.config.hidden_size)  # (P, 2, L, H)
-
-    cache = ReferenceLogps.empty(len(sequences))
-    per_chunk = max(batch_size // 2, 1)
-    rows = torch.argsort(sequences.seq_len.max(1).values)  # short pairs first: less padding
-    with torch.no_grad():
-        for start in tqdm(
-            range(0, len(rows), per_chunk), desc=f"{data['name']} reference", leave=False
-        ):
-            chunk = rows[start : start + per_chunk]  # (m,)
-            both = torch.cat([chunk, chunk])  # (2m,)
-            sides = torch.cat([torch.zeros_like(chunk), torch.ones_like(chunk)])  # (2m,)
-            batch = pair_sequences(sequences, both, sides).to(device)
-            if states is None:
-                logps = base_model_logps(model, batch)  # (2m,)
-            else:
-                with lower_autocast:
-                    lower = compute_prefix_states(model, batch, cut).float()  # (2m, L_b, H)
-                logps = base_model_logps(
-                    model, dataclasses.replace(batch, prefix_states=lower, prefix_blocks=cut)
-                )
-                width = lower.shape[1]
-                states[both, sides, :width] = lower.float().cpu()
-            logps = logps.float().cpu()
-            cache.values[chunk] = torch.stack([logps[: len(chunk)], logps[len(chunk) :]], 1)
-    logger.info("%s.reference_logps: %d pairs on %s", data["name"], len(sequences), device)
-    prefix = {"pair_id": sequences.pair_id, "blocks": torch.tensor(cut)}
-    if states is not None:
-        prefix["states"] = states
-    return {"pair_id": sequences.pair_id, "logps": cache.values}, prefix
+    prefix = compute_prefix_states(base_policy, policy_pairs, data, reference)
+    return reference_logps(base_policy, policy_pairs, prefix, data, reference), prefix
 
 
 def fine_tune_base_policy(
@@ -355,6 +442,8 @@ def fine_tune_base_policy(
     policy_pairs: dict[str, Any],
     data: dict[str, Any],
     sft: dict[str, Any],
+    prefix_states: dict[str, Any] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> tuple[Any, pd.DataFrame]:
     """The base policy every DPO policy starts from: the pretrained model after SFT.
 
@@ -376,6 +465,11 @@ def fine_tune_base_policy(
             blocks below the adapters run once per text in that dtype, as
             for the reference log-probs; ``none``: every step runs the whole
             model) and ``max_prefix_state_gib``.
+        prefix_states, reference: the data set's prefix states
+            (:func:`compute_prefix_states`, from the pretrained model) and the
+            parameters they were computed with; when they cut where the SFT's
+            adapters start, in the SFT's ``prefix_dtype``, the SFT starts from
+            them instead of running its lower blocks again.
 
     Returns:
         The base policy (a ``PretrainedPolicy``) and the SFT history (one row
@@ -413,7 +507,17 @@ def fine_tune_base_policy(
     with seeded(training.seed):
         policy = PolicyModel(config, base, base_model_name=base.name_or_path or "pretrained")
     cut = policy.lowest_adapted_block
-    if prefix_dtype != "none" and cut > 0:
+    shared = (
+        prefix_dtype != "none"
+        and cut > 0
+        and prefix_states is not None
+        and int(prefix_states["blocks"]) == cut
+        and str((reference or {}).get("prefix_dtype", "float32")) == prefix_dtype
+    )
+    if shared:
+        logger.info("dpo.sft: starts from %s.prefix_states (block %d)", data["name"], cut)
+        policy_data = _policy_data(pairs, features, policy_pairs, data, prefix_states)
+    elif prefix_dtype != "none" and cut > 0:
         sequences = policy_data.sequences
         num_pairs, _, length = sequences.input_ids.shape
         check_prefix_state_size(

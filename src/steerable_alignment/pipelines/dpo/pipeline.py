@@ -4,7 +4,9 @@ Once: ``prepare_base_policy`` writes the pretrained LLM (``pretrained_policy``)
 and ``fine_tune_base_policy`` fine-tunes it on the HH train responses (SFT,
 ``sft_history``) into ``base_policy``, every policy's start and reference. Per data
 set (namespace ``<dataset>``): tokenise the pairs through the chat template
-(``<dataset>.policy_pairs``), compute the reference log-probs once for every
+(``<dataset>.policy_pairs``), run the frozen lower blocks of the pretrained
+model once per text (``<dataset>.prefix_states``: the SFT, the reference and
+every policy start there), compute the reference log-probs once for every
 policy (``<dataset>.reference_logps``) and draw the fixed test episodes. Per
 variant (namespace ``<dataset>.<variant>``, one definition for all): train
 the policy (``<dataset>.<variant>.policy`` + ``policy_history``) and predict
@@ -22,12 +24,13 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline, node
 
 from steerable_alignment.pipelines.dpo.nodes import (
-    compute_reference_logps,
+    compute_prefix_states,
     fine_tune_base_policy,
     make_policy_evaluation_episodes,
     plot_dpo_accuracy,
     predict_policy,
     prepare_base_policy,
+    reference_logps,
     tokenise_policy_pairs,
     train_policy,
 )
@@ -102,6 +105,12 @@ def dataset_pipeline(dataset: str) -> Pipeline:
     prefix = f"{dataset}.prefix_states"
     episodes = f"{dataset}.policy_evaluation_episodes"
     given = {"pairs": pairs, "features": features, "data": data, "evaluation": evaluation}
+    # the prefix states and the reference log-probs: the same pairs and settings
+    lower = {
+        "policy_pairs": policy_pairs,
+        "data": data,
+        "reference": f"params:dpo.{dataset}.reference",
+    }
     nodes = Pipeline(
         [
             dataset_node(
@@ -117,15 +126,18 @@ def dataset_pipeline(dataset: str) -> Pipeline:
                 name="tokenise_policy_pairs",
             ),
             dataset_node(
-                compute_reference_logps,
+                compute_prefix_states,
                 dataset,
-                inputs={
-                    "base_policy": "base_policy",
-                    "policy_pairs": policy_pairs,
-                    "data": data,
-                    "reference": f"params:dpo.{dataset}.reference",
-                },
-                outputs=[reference, prefix],
+                inputs={"pretrained_policy": "pretrained_policy", **lower},  # SFT keeps them
+                outputs=prefix,
+                name="compute_prefix_states",
+                tags=["gpu"],
+            ),
+            dataset_node(
+                reference_logps,
+                dataset,
+                inputs={"base_policy": "base_policy", "prefix_states": prefix, **lower},
+                outputs=reference,
                 name="compute_reference_logps",
                 tags=["gpu"],
             ),
@@ -195,6 +207,8 @@ def report_pipeline(datasets: tuple[str, ...]) -> Pipeline:
                     "policy_pairs": f"{SFT_DATASET}.policy_pairs",
                     "data": f"params:dpo.{SFT_DATASET}.data",
                     "sft": "params:dpo.sft",
+                    "prefix_states": f"{SFT_DATASET}.prefix_states",
+                    "reference": f"params:dpo.{SFT_DATASET}.reference",
                 },
                 outputs=["base_policy", "sft_history"],
                 name="fine_tune_base_policy",
