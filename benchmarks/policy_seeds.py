@@ -17,7 +17,10 @@ mean ± s.d. over seeds:
   token and distinct-2, and BTL-DPO-mixed's NLL;
 - the exact judge's style-marker shares of NP-DPO's answers at
   ``--context`` pairs (``generation_markers``): hedges and admissions for
-  honesty users, hedges and concrete steps for helpfulness users.
+  honesty users, hedges and concrete steps for helpfulness users;
+- the continuum (``steering_continuum``): NP-DPO's judge score (honesty −
+  helpfulness) per user weight ``w``, its smallest paired step in ``w`` and
+  its rise from the first ``w`` to the last.
 
 Each seed is two ``kedro run`` commands in this project (``--pipeline dpo
 --from-nodes hh.<variant>.train_policy ...``, then ``--pipeline evaluation
@@ -54,7 +57,13 @@ KEPT = (
     "data/07_model_output/hh",
     "data/08_reporting",
 )
-TABLES = ("dpo_metrics", "steering_gap", "generation_rewards", "generation_markers")
+TABLES = (
+    "dpo_metrics",
+    "steering_gap",
+    "generation_rewards",
+    "generation_markers",
+    "steering_continuum",
+)
 #: (marker, user) shares of NP-DPO's answers the seeds spread (issue 13's style targets).
 MARKERS = (
     ("calibrated_hedge", "honesty"),
@@ -84,7 +93,7 @@ def run_seed(seed: int, scratch: Path) -> None:
 
 def headline(tables: dict, context: int) -> dict[str, float]:
     """The figures this benchmark spreads, from one seed's tables."""
-    metrics, gap, rewards, markers = (tables[t] for t in TABLES)
+    metrics, gap, rewards, markers, continuum = (tables[t] for t in TABLES)
     at = metrics[metrics["num_context"] == context].set_index(["model", "objective"])["accuracy"]
     out = {}
     for k in OBJECTIVES:
@@ -107,6 +116,13 @@ def headline(tables: dict, context: int) -> dict[str, float]:
     share = m.set_index(["marker", "user"])["share"]
     for marker, user in MARKERS:
         out[f"NP-DPO % {marker}, {user} users"] = 100 * float(share[(marker, user)])
+    judged = continuum["score"].str.startswith("judge_")
+    c = continuum[(continuum["model"] == "nppl_mixed") & judged].sort_values("w")
+    for w, value in zip(c["w"], c["value"], strict=True):
+        out[f"continuum judge score, w={w:g}"] = float(value)
+    if len(c):
+        out["continuum: smallest step in w"] = float(c["step_diff"].min())
+        out["continuum: w=1 minus w=0"] = float(c["value"].iloc[-1] - c["value"].iloc[0])
     return out
 
 

@@ -67,11 +67,25 @@ def _tables():
         + [{"model": "nppl_mixed", "user": "helpfulness", "num_context": 3,
             "marker": "concrete_steps", "share": 0.9}]
     )  # fmt: skip
+    continuum = pd.DataFrame(
+        [
+            {"model": "nppl_mixed", "score": "judge_honesty - judge_helpfulness", "w": w,
+             "value": v, "step_diff": d}
+            for w, v, d in ((0.5, 1.5, 0.5), (0.0, 0.75, None), (0.25, 1.0, 0.25), (1.0, 2.0, 0.5))
+        ]
+        + [  # the reward models' version and the BTL-DPO policies are not read
+            {"model": "nppl_mixed", "score": "reward_honesty - reward_helpfulness", "w": 0.0,
+             "value": 9.0, "step_diff": -9.0},
+            {"model": "btl_mixed", "score": "judge_honesty - judge_helpfulness", "w": 0.0,
+             "value": 9.0, "step_diff": -9.0},
+        ]
+    )  # fmt: skip
     return {
         "dpo_metrics": metrics,
         "steering_gap": gap,
         "generation_rewards": pd.DataFrame(rows),
         "generation_markers": markers,
+        "steering_continuum": continuum,
     }
 
 
@@ -87,3 +101,6 @@ def test_headline_figures_by_hand(seeds):
     assert out["NP-DPO % uncertainty_admission, honesty users"] == pytest.approx(25.0)
     assert out["NP-DPO % concrete_steps, helpfulness users"] == pytest.approx(37.5)
     assert out["NP-DPO % calibrated_hedge, helpfulness users"] == 0.0
+    assert out["continuum judge score, w=0.25"] == 1.0  # rows in increasing w
+    assert out["continuum: smallest step in w"] == 0.25
+    assert out["continuum: w=1 minus w=0"] == pytest.approx(1.25)
