@@ -122,7 +122,10 @@ def headline(tables: dict, context: int) -> dict[str, float]:
         out[f"continuum judge score, w={w:g}"] = float(value)
     if len(c):
         out["continuum: smallest step in w"] = float(c["step_diff"].min())
-        out["continuum: w=1 minus w=0"] = float(c["value"].iloc[-1] - c["value"].iloc[0])
+        first, last = c["w"].iloc[0], c["w"].iloc[-1]
+        out[f"continuum: w={last:g} minus w={first:g}"] = float(
+            c["value"].iloc[-1] - c["value"].iloc[0]
+        )
     return out
 
 
