@@ -72,8 +72,8 @@ def _train(job: tuple) -> tuple[str, dict, float]:
     """Train one variant on the train split (checkpoint chosen on validation); its weights."""
     from steerable_alignment.models.config import RewardModelConfig
     from steerable_alignment.models.reward_models import build_model
+    from steerable_alignment.recipes.reward_models import TrainingConfig, train
     from steerable_alignment.runtime.devices import seeded
-    from steerable_alignment.training.reward_models import TrainingConfig, train
 
     name, model_params, training_params, data, train_rows, val_rows = job
     started = time.perf_counter()

@@ -45,8 +45,8 @@ def _train(job: tuple) -> dict:
     """One candidate on the train split (checkpoint chosen on validation): weights and scores."""
     from steerable_alignment.models.config import RewardModelConfig
     from steerable_alignment.models.reward_models import build_model
+    from steerable_alignment.recipes.reward_models import TrainingConfig, train
     from steerable_alignment.runtime.devices import seeded
-    from steerable_alignment.training.reward_models import TrainingConfig, train
 
     dataset, overrides, model_params, training_params, data, train_rows, val_rows = job
     started = time.perf_counter()
@@ -102,7 +102,7 @@ def main() -> None:
         predict_context_sizes,
         predict_reward_model,
     )
-    from steerable_alignment.training.sweep import candidate_grid
+    from steerable_alignment.recipes.sweep import candidate_grid
 
     bootstrap_project(ROOT)
     with KedroSession.create(project_path=ROOT) as session:

@@ -40,7 +40,7 @@ def _worker_init() -> None:
 def _run(args: tuple) -> dict:
     from dataclasses import asdict
 
-    from steerable_alignment.training.sweep import run_candidate
+    from steerable_alignment.recipes.sweep import run_candidate
 
     return asdict(run_candidate(*args))
 
@@ -71,7 +71,7 @@ def main() -> None:
 
     from steerable_alignment.contracts import dataset_tensors
     from steerable_alignment.pipelines.variants import REWARD_DATASETS
-    from steerable_alignment.training.sweep import CandidateResult, candidate_grid, select_best
+    from steerable_alignment.recipes.sweep import CandidateResult, candidate_grid, select_best
 
     params, catalog = load_project(args.env)
     unknown = [d for d in args.datasets if d not in REWARD_DATASETS]

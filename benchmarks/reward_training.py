@@ -26,9 +26,9 @@ import yaml
 from steerable_alignment.episodes.sampler import EpisodeSampler, PreferenceData
 from steerable_alignment.models.config import RewardModelConfig
 from steerable_alignment.models.reward_models import build_model
+from steerable_alignment.recipes.reward_models import TrainingConfig, train
 from steerable_alignment.runtime.devices import seeded
 from steerable_alignment.synthetic.task import generate_pairs
-from steerable_alignment.training.reward_models import TrainingConfig, train
 
 PARAMS = "conf/base/parameters_reward_modelling.yml"
 

@@ -108,7 +108,7 @@ INPUTS = (
 def _training_setting(text: str) -> tuple[str, dict[str, Any]]:
     """``NAME=JSON`` (parsed by steering_validation's ``_setting``) of training overrides."""
     from steerable_alignment.models.config import check_known_keys
-    from steerable_alignment.training.policies import PolicyTrainingConfig
+    from steerable_alignment.recipes.policies import PolicyTrainingConfig
 
     try:
         name, overrides = _setting(text)
@@ -234,7 +234,7 @@ def training_params(
     """
     from steerable_alignment.models.config import ConfigError
     from steerable_alignment.policy.config import PolicyConfig
-    from steerable_alignment.training.policies import PolicyTrainingConfig
+    from steerable_alignment.recipes.policies import PolicyTrainingConfig
 
     overrides = dict(overrides)
     policy_overrides = overrides.pop(POLICY_KEY, {})

@@ -37,8 +37,9 @@ FLOORS = {
     "models": 2,
     "policy": 2,
     "embedding": 2,
-    # 3 training and evaluation, side by side
+    # 3 training (the loop, and the recipes on it) and evaluation, side by side
     "training": 3,
+    "recipes": 3,
     "evaluation": 3,
     # 4 what a user reads: steering logic, report building
     "steering": 4,
@@ -54,10 +55,17 @@ FLOORS = {
 }
 TOP = max(FLOORS.values())
 #: Same-floor packages that must not import each other (either way).
-SIBLINGS = [("training", "evaluation"), ("steering", "reporting"), ("models", "policy")]
-#: Allowed despite the sibling rule: the NP-DPO policy starts from the reward model's
-#: context encoder (policy -> models, one way only).
-ONE_WAY = {("policy", "models")}
+SIBLINGS = [
+    ("training", "evaluation"),
+    ("recipes", "evaluation"),
+    ("training", "recipes"),
+    ("steering", "reporting"),
+    ("models", "policy"),
+]
+#: Allowed despite the sibling rule, one way only: the NP-DPO policy starts from the
+#: reward model's context encoder (policy -> models); a recipe runs the loop
+#: (recipes -> training), the loop never knows a recipe.
+ONE_WAY = {("policy", "models"), ("recipes", "training")}
 FRAMEWORKS = ("kedro", "kedro_datasets", "kedro_viz")
 
 

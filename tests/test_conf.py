@@ -6,7 +6,7 @@ import pytest
 
 from steerable_alignment.models.config import RewardModelConfig
 from steerable_alignment.pipelines.variants import REWARD_DATASETS
-from steerable_alignment.training.reward_models import TrainingConfig
+from steerable_alignment.recipes.reward_models import TrainingConfig
 from tests.pipelines.helpers import config_loader
 
 

@@ -13,7 +13,7 @@ import torch
 from kedro.io import MemoryDataset
 from kedro.runner import SequentialRunner
 
-import steerable_alignment.training.policies as policy_loop
+import steerable_alignment.recipes.policies as policy_loop
 from steerable_alignment.datasets import HFPretrainedDataset, PolicyCheckpointDataset
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.pipelines.dpo import create_pipeline
@@ -31,7 +31,7 @@ from steerable_alignment.pipelines.ultrafeedback.nodes import (
 from steerable_alignment.policy import load_policy
 from steerable_alignment.policy.checkpoint import TrainedPolicy
 from steerable_alignment.policy.pairs import pair_sequences
-from steerable_alignment.training.policies import PolicyTrainingConfig
+from steerable_alignment.recipes.policies import PolicyTrainingConfig
 from tests.conftest import PROJECT_ROOT
 from tests.models.tiny_causal_lm import save_tiny_base_policy
 from tests.pipelines.helpers import config_loader, memory_catalog
@@ -496,7 +496,7 @@ def test_every_environment_resolves(env):
                 )
     if env == "gpu":
         assert params["base"] == {"source": "Qwen/Qwen2.5-1.5B-Instruct", "dtype": "bfloat16"}
-    from steerable_alignment.training.sft import SFTConfig
+    from steerable_alignment.recipes.sft import SFTConfig
 
     sft = params["sft"]
     assert sft["enabled"] is (env != "gpu")  # the instruct model needs no SFT on the GPU

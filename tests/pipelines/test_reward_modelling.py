@@ -64,7 +64,7 @@ def _variant(**changes):
     ],
 )
 def test_bad_parameters_fail_before_training(tiny_synthetic, changes, needle, monkeypatch):
-    import steerable_alignment.training.reward_models as loop
+    import steerable_alignment.recipes.reward_models as loop
 
     monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
     pairs, features = tiny_synthetic

@@ -23,8 +23,8 @@ POLICY_STEPS = 40
 def main(kind: str, checkpoint_dir: str, out: str, base_folder: str | None = None) -> None:
     torch.set_num_threads(1)
     if kind == "reward":
-        from steerable_alignment.training.reward_models import train
-        from tests.training.test_reward_models import make_model, tiny_config, tiny_setup
+        from steerable_alignment.recipes.reward_models import train
+        from tests.recipes.test_reward_models import make_model, tiny_config, tiny_setup
 
         data, train_rows, val_rows = tiny_setup()
         config = tiny_config(
@@ -34,8 +34,8 @@ def main(kind: str, checkpoint_dir: str, out: str, base_folder: str | None = Non
         result = train(make_model("nppl_latent"), data, train_rows, val_rows, config)
         weights, resumed_from = result.model.state_dict(), result.resumed_from
     else:
-        from steerable_alignment.training.policies import train_policy
-        from tests.training.test_policies import make_data, tiny_policy, tiny_policy_config
+        from steerable_alignment.recipes.policies import train_policy
+        from tests.recipes.test_policies import make_data, tiny_policy, tiny_policy_config
 
         config = tiny_policy_config(
             max_steps=POLICY_STEPS, eval_every=10, checkpoint_every=1, checkpoint_dir=checkpoint_dir

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from steerable_alignment.models.config import ConfigError
+from steerable_alignment.recipes.reward_models import train
 from steerable_alignment.training import loop
 from steerable_alignment.training.checkpointing import STATE_JSON, STATE_TENSORS
-from steerable_alignment.training.reward_models import train
-from tests.training.test_reward_models import make_model, tiny_config, tiny_setup
+from tests.recipes.test_reward_models import make_model, tiny_config, tiny_setup
 
 
 class _Killed(Exception):

@@ -1,6 +1,6 @@
 """A policy's DPO objective on episodes, and its validation scores, framework-free.
 
-What the DPO and SFT training tasks (:mod:`steerable_alignment.training.policies`)
+What the DPO and SFT training tasks (:mod:`steerable_alignment.recipes.policies`)
 ask of a policy, written beside the policy rather than in the loop: the
 DPO (+ NLL) loss of every target of a batch of training episodes, and the
 validation scores of fixed episodes (the DPO loss, which selects the kept

@@ -2,8 +2,8 @@
 
 :class:`LoopConfig` holds what the loop itself reads (steps, episodes,
 optimiser, schedule, validation cadence, checkpoints, device); a model's
-config (:class:`~steerable_alignment.training.reward_models.TrainingConfig`,
-:class:`~steerable_alignment.training.policies.PolicyTrainingConfig`)
+config (:class:`~steerable_alignment.recipes.reward_models.TrainingConfig`,
+:class:`~steerable_alignment.recipes.policies.PolicyTrainingConfig`)
 subclasses it with its own defaults and fields.
 """
 

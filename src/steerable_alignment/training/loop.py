@@ -18,8 +18,10 @@ what changed.
 What differs between models comes in through a :class:`TrainingTask`: how a
 micro-batch of episodes becomes a loss, what is trainable and saved, the
 validation scores and which of them selects the weights, and what else a
-checkpoint must hold. :mod:`steerable_alignment.training.reward_models` and
-:mod:`steerable_alignment.training.policies` are the two tasks.
+checkpoint must hold. The tasks are recipes, outside this package (which
+imports none of them): :mod:`steerable_alignment.recipes.reward_models`,
+:mod:`steerable_alignment.recipes.policies` and
+:mod:`steerable_alignment.recipes.sft`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 implicit-reward predictions and the chart (DESIGN.md §2-3, issue 7).
 
 Thin wrappers: parameters are checked here, the work is done by the
-framework-free core (``policy``, ``training.policies``,
+framework-free core (``policy``, ``recipes.policies``,
 ``policy.scoring``). torch, transformers and peft are imported
 inside the functions so that building the catalog stays fast. Nodes never
 mutate their inputs: the base model is deep-copied before a policy wraps it.
@@ -447,7 +447,7 @@ def fine_tune_base_policy(
 ) -> tuple[Any, pd.DataFrame]:
     """The base policy every DPO policy starts from: the pretrained model after SFT.
 
-    SFT (:mod:`steerable_alignment.training.sft`) fits LoRA adapters on the
+    SFT (:mod:`steerable_alignment.recipes.sft`) fits LoRA adapters on the
     chosen responses of the data set's train pairs (each under a random user of
     the data, so both styles) and merges them into the weights; the result is
     the reference policy and the starting point of every policy, and what
@@ -460,7 +460,7 @@ def fine_tune_base_policy(
         data: ``name``, ``objectives`` (and ``allow_missing_features``).
         sft: ``enabled`` (false: the pretrained model as it is), ``policy``
             (LoRA keys of :class:`PolicyConfig`; type ``btl_dpo``),
-            ``training`` (:class:`~steerable_alignment.training.sft.SFTConfig`
+            ``training`` (:class:`~steerable_alignment.recipes.sft.SFTConfig`
             keys), ``prefix_dtype`` (``float32`` or ``bfloat16``: the frozen
             blocks below the adapters run once per text in that dtype, as
             for the reference log-probs; ``none``: every step runs the whole
@@ -491,8 +491,8 @@ def fine_tune_base_policy(
     from steerable_alignment.policy.base_model import PretrainedPolicy
     from steerable_alignment.policy.config import PolicyConfig
     from steerable_alignment.policy.model import PolicyModel
+    from steerable_alignment.recipes.sft import SFTConfig, fine_tune
     from steerable_alignment.runtime.devices import seeded
-    from steerable_alignment.training.sft import SFTConfig, fine_tune
 
     training = SFTConfig.from_params(sft["training"], prefix="dpo.sft.training")
     config = PolicyConfig.from_params({"type": "btl_dpo", **sft["policy"]}, prefix="dpo.sft.policy")
@@ -739,9 +739,9 @@ def train_policy(
     from steerable_alignment.policy.checkpoint import TrainedPolicy
     from steerable_alignment.policy.config import PolicyConfig
     from steerable_alignment.policy.model import PolicyModel
+    from steerable_alignment.recipes.policies import PolicyTrainingConfig
+    from steerable_alignment.recipes.policies import train_policy as train
     from steerable_alignment.runtime.devices import seeded
-    from steerable_alignment.training.policies import PolicyTrainingConfig
-    from steerable_alignment.training.policies import train_policy as train
 
     name = data["name"]
     _check_keys(variant, f"dpo.{name}.<variant>", {"policy", "training"}, {"init_context_encoder"})

@@ -30,8 +30,8 @@ def train_reward_model(
     from steerable_alignment.contracts import dataset_tensors, embedding_of
     from steerable_alignment.models.config import ConfigError, RewardModelConfig
     from steerable_alignment.models.reward_models import build_model
+    from steerable_alignment.recipes.reward_models import TrainingConfig, train
     from steerable_alignment.runtime.devices import seeded
-    from steerable_alignment.training.reward_models import TrainingConfig, train
 
     name = data["name"]
     unknown = sorted(set(variant) - {"model", "training"})

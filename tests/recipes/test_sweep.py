@@ -4,13 +4,13 @@ import pytest
 
 from steerable_alignment.episodes.sampler import PreferenceData
 from steerable_alignment.models.config import ConfigError
-from steerable_alignment.synthetic.task import generate_pairs
-from steerable_alignment.training.sweep import (
+from steerable_alignment.recipes.sweep import (
     CandidateResult,
     candidate_grid,
     run_candidate,
     select_best,
 )
+from steerable_alignment.synthetic.task import generate_pairs
 
 
 def test_grid_is_every_combination_with_evals_scaled_to_the_run():

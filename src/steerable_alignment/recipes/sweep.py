@@ -20,8 +20,8 @@ import torch
 from steerable_alignment.episodes.sampler import PreferenceData
 from steerable_alignment.models.config import ConfigError, RewardModelConfig
 from steerable_alignment.models.reward_models import build_model
+from steerable_alignment.recipes.reward_models import TrainingConfig, train
 from steerable_alignment.runtime.devices import seeded
-from steerable_alignment.training.reward_models import TrainingConfig, train
 
 # Keys of ``training`` a sweep may vary; the rest stays as configured.
 SWEEPABLE = ("lr", "max_steps", "lr_schedule", "weight_decay", "warmup_steps")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import steerable_alignment.policy.episode_loss as episode_loss
+import steerable_alignment.recipes.policies as policy_loop
 import steerable_alignment.training.loop as loop
-import steerable_alignment.training.policies as policy_loop
 from steerable_alignment.episodes.sampler import make_evaluation_episodes
 from steerable_alignment.models.config import ConfigError
 from steerable_alignment.policy import PolicyConfig, PolicyModel, load_policy, tokenise_pairs
@@ -25,7 +25,7 @@ from steerable_alignment.policy.scoring import (
     predict_policy_context_sizes,
     predict_policy_episodes,
 )
-from steerable_alignment.training.policies import PolicyTrainingConfig, train_policy
+from steerable_alignment.recipes.policies import PolicyTrainingConfig, train_policy
 from tests.conftest import PROJECT_ROOT
 from tests.models.tiny_causal_lm import WORDS, load_causal_lm, save_tiny_causal_lm, tiny_tokenizer
 
@@ -454,8 +454,8 @@ import sys
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
-from tests.training.test_policies import make_data, tiny_policy, tiny_policy_config
-from steerable_alignment.training.policies import train_policy
+from tests.recipes.test_policies import make_data, tiny_policy, tiny_policy_config
+from steerable_alignment.recipes.policies import train_policy
 
 torch.set_num_threads(1)
 folder, out, checkpoints = sys.argv[1:4]

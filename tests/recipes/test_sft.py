@@ -1,4 +1,4 @@
-"""SFT of the base policy (training/sft.py) on a tiny random Qwen2: the loss is the chosen
+"""SFT of the base policy (recipes/sft.py) on a tiny random Qwen2: the loss is the chosen
 responses' per-token NLL, it falls, the merged model scores exactly as the adapted one,
 the lower blocks never change, and bad settings are refused naming the parameter."""
 
@@ -17,9 +17,9 @@ from steerable_alignment.policy.blocks import decoder_blocks
 from steerable_alignment.policy.logps import response_token_counts
 from steerable_alignment.policy.pairs import pair_sequences
 from steerable_alignment.policy.scoring import base_model_logps
-from steerable_alignment.training.sft import SFTConfig, SFTTask, fine_tune
+from steerable_alignment.recipes.sft import SFTConfig, SFTTask, fine_tune
 from tests.models.tiny_causal_lm import load_causal_lm, save_tiny_causal_lm
-from tests.training.test_policies import make_data
+from tests.recipes.test_policies import make_data
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import torch
 from steerable_alignment.episodes.sampler import PreferenceData
 from steerable_alignment.models.config import ConfigError, RewardModelConfig
 from steerable_alignment.models.reward_models import build_model
+from steerable_alignment.recipes import reward_models as loop
+from steerable_alignment.recipes.reward_models import TrainingConfig, train
 from steerable_alignment.runtime.devices import seeded
 from steerable_alignment.synthetic.task import generate_pairs
-from steerable_alignment.training import reward_models as loop
 from steerable_alignment.training.config import lr_factor as _lr_factor
-from steerable_alignment.training.reward_models import TrainingConfig, train
 
 
 def tiny_setup():

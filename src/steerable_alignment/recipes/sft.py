@@ -32,9 +32,9 @@ from steerable_alignment.models.config import ConfigError
 from steerable_alignment.policy.dpo import chosen_nll
 from steerable_alignment.policy.logps import response_token_counts
 from steerable_alignment.policy.pairs import PolicyData, ReferenceLogps, pair_sequences
+from steerable_alignment.recipes.policies import PolicyTask, PolicyTrainingConfig, _check_data
 from steerable_alignment.runtime.devices import cuda_autocast
 from steerable_alignment.training.loop import run
-from steerable_alignment.training.policies import PolicyTask, PolicyTrainingConfig, _check_data
 
 if TYPE_CHECKING:
     from steerable_alignment.policy.model import PolicyModel
