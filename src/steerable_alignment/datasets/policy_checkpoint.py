@@ -24,7 +24,7 @@ TRAINING_FILE = "training.json"
 
 
 class PolicyCheckpointDataset(LocalVersionedDataset):
-    """A :class:`~steerable_alignment.recipes.policies.TrainedPolicy` in one folder.
+    """A :class:`~steerable_alignment.policy.checkpoint.TrainedPolicy` in one folder.
 
     Example catalog entry::
 
